@@ -1,0 +1,126 @@
+"""DataModule for pretraining: one unlabeled (or labeled, labels unused) image source, batched.
+
+Images are held decoded in memory (see :mod:`rspretrain.datasets`), so a batch is one tensor
+gather through the dataset's ``__getitems__``; augmentation happens later, batched, on the
+model's device. Per-band mean/std (in the [0, 1] value range) are measured on the training
+images and travel with the model into checkpoints and exports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from rspretrain.errors import DataError
+
+
+def batch_as_is(batch: Any) -> Any:
+    """Collate function for datasets whose ``__getitems__`` already returns a batched dict."""
+    return batch
+
+
+@torch.no_grad()
+def band_statistics(dataset, max_images: int = 2000, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Per-band mean and std of ``dataset.images`` scaled by ``value_scale`` (a random subset)."""
+    n = len(dataset)
+    if n == 0:
+        raise DataError(f"{getattr(dataset, 'source', 'dataset')}: no images to compute band statistics from")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(n, generator=g)[: min(n, max_images)].tolist()
+    x = dataset.__getitems__(idx)["image"].to(torch.float64) / float(getattr(dataset, "value_scale", 255.0))
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-6)
+    return mean.tolist(), std.tolist()
+
+
+class PretrainDataModule(L.LightningDataModule):
+    """Batches of ``{"image": uint8/raw (B, C, H, W), ...}`` from any dataset spec.
+
+    Args:
+        dataset: a spec for :func:`rspretrain.datasets.build_dataset` ("eurosat", "ucmerced",
+            "folder:PATH", "unlabeled:PATH", "geotiff:PATH", ...).
+        root: data root for the named datasets.
+        split: which split to pretrain on.
+        image_size: decode size (None = native size).
+        max_per_class: keep at most this many images per class (quick runs).
+        batch_size: per-device batch size.
+        num_workers: DataLoader workers (0 is right for in-memory data).
+        skip_corrupt: skip unreadable images (counted) instead of failing.
+        stats_max_images: images used to measure band statistics.
+        seed: shuffling seed.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "eurosat",
+        root: str | None = None,
+        split: str = "train",
+        image_size: int | None = None,
+        max_per_class: int | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        skip_corrupt: bool = False,
+        stats_max_images: int = 2000,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.spec, self.root, self.split = dataset, root, split
+        self.image_size, self.max_per_class = image_size, max_per_class
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.skip_corrupt, self.stats_max_images, self.seed = skip_corrupt, stats_max_images, seed
+        self.dataset = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        from rspretrain.datasets import build_dataset
+
+        kwargs: dict[str, Any] = {"skip_corrupt": self.skip_corrupt}
+        if self.max_per_class is not None:
+            kwargs["max_per_class"] = self.max_per_class
+        self.dataset = build_dataset(self.spec, root=self.root, split=self.split, image_size=self.image_size, **kwargs)
+        if len(self.dataset) < self.batch_size:
+            raise DataError(
+                f"{self.spec}: {len(self.dataset)} images, fewer than one batch of {self.batch_size} "
+                "(lower data.batch_size)"
+            )
+        self.mean, self.std = band_statistics(self.dataset, self.stats_max_images, self.seed)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.dataset.__getitems__([0])["image"].shape[1])
+
+    @property
+    def band_names(self) -> tuple[str, ...] | None:
+        names = getattr(self.dataset, "band_names", None)
+        return tuple(names) if names else None
+
+    @property
+    def value_scale(self) -> float:
+        return float(getattr(self.dataset, "value_scale", 255.0))
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """The data-derived constructor arguments of a method."""
+        return {
+            "in_chans": self.in_chans,
+            "band_names": self.band_names,
+            "mean": self.mean,
+            "std": self.std,
+            "value_scale": self.value_scale,
+        }
+
+    def train_dataloader(self) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.num_workers,
+            collate_fn=batch_as_is,
+            generator=generator,
+            persistent_workers=self.num_workers > 0,
+        )

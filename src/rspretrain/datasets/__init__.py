@@ -1,0 +1,40 @@
+"""Datasets: named remote-sensing benchmarks read from their archives, generic folders, unlabeled images, rasters.
+
+Image-file datasets decode every image once into one ``uint8`` tensor (:class:`InMemoryImageDataset`, cached on disk
+under ``$RSPRETRAIN_CACHE``); samples are dicts ``{"image": ..., "label": ...}``, and ``__getitems__`` returns a whole
+batch, so DataLoaders take ``collate_fn=collate_batched``. Multispectral GeoTIFFs go through :func:`read_raster`
+and :class:`RasterTiles`. :func:`build_dataset` builds any of them from a spec string.
+"""
+
+from rspretrain.datasets.build import SPEC_FORMS, build_dataset
+from rspretrain.datasets.cifar10 import CIFAR10Subset
+from rspretrain.datasets.collate import collate_batched
+from rspretrain.datasets.data_root import default_data_root
+from rspretrain.datasets.decode import ZipMember, decode_images
+from rspretrain.datasets.eurosat import EuroSAT
+from rspretrain.datasets.in_memory import RGB_BANDS, InMemoryImageDataset, load_images
+from rspretrain.datasets.rasters import Raster, RasterTiles, read_raster
+from rspretrain.datasets.scene_folder import SceneFolder, split_indices
+from rspretrain.datasets.ucmerced import UCMerced
+from rspretrain.datasets.unlabeled import UnlabeledImages
+
+__all__ = [
+    "CIFAR10Subset",
+    "EuroSAT",
+    "InMemoryImageDataset",
+    "RGB_BANDS",
+    "Raster",
+    "RasterTiles",
+    "SPEC_FORMS",
+    "SceneFolder",
+    "UCMerced",
+    "UnlabeledImages",
+    "ZipMember",
+    "build_dataset",
+    "collate_batched",
+    "decode_images",
+    "default_data_root",
+    "load_images",
+    "read_raster",
+    "split_indices",
+]

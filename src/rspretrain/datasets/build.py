@@ -1,0 +1,118 @@
+"""Build a dataset from a short spec string (as written in configs and on the command line)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Callable
+
+from torch.utils.data import Dataset
+
+from rspretrain.datasets.cifar10 import CIFAR10Subset
+from rspretrain.datasets.eurosat import EuroSAT
+from rspretrain.datasets.rasters import RasterTiles, read_raster
+from rspretrain.datasets.scene_folder import SceneFolder, split_indices
+from rspretrain.datasets.ucmerced import UCMerced
+from rspretrain.datasets.unlabeled import UnlabeledImages
+from rspretrain.errors import ConfigError, DataError
+
+#: The spec forms :func:`build_dataset` accepts, as listed in its error message.
+SPEC_FORMS = (
+    "eurosat",
+    "ucmerced",
+    "cifar10",
+    "folder:PATH",
+    "unlabeled:PATH",
+    "geotiff:PATH[,PATH...]",
+)
+
+
+#: Parameters that build_dataset sets itself (from the spec, root, split, image_size), never from **kwargs.
+_RESERVED = frozenset({"self", "root", "split", "image_size", "path", "source", "paths", "raster", "dataset"})
+
+
+def _options(spec: str, functions: tuple[Callable, ...], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Split ``kwargs`` among ``functions`` by parameter name; unknown names are a :class:`ConfigError`."""
+    parts: list[dict[str, Any]] = []
+    remaining = dict(kwargs)
+    accepted: list[str] = []
+    for function in functions:
+        names = [p for p in inspect.signature(function).parameters if p not in _RESERVED]
+        accepted += names
+        parts.append({k: remaining.pop(k) for k in list(remaining) if k in names})
+    if remaining:
+        raise ConfigError(
+            f"dataset {spec!r}: unexpected option(s) {', '.join(sorted(remaining))}; "
+            f"accepted: {', '.join(sorted(set(accepted)))}"
+        )
+    return parts
+
+
+def _whole_only(spec: str, split: str) -> None:
+    # Unlabeled images and rasters have no split: asking for "val" or "test" would silently return training data.
+    if split not in ("train", "all"):
+        raise ConfigError(f"dataset {spec!r} has no {split!r} split (only 'train' or 'all', meaning all of it)")
+
+
+def build_dataset(
+    spec: str,
+    root: str | Path | None = None,
+    split: str = "train",
+    image_size: int | None = None,
+    **kwargs: Any,
+) -> Dataset:
+    """Build a dataset from a spec string.
+
+    Specs (names are case-insensitive; paths are taken as written, relative to the current folder):
+
+    * ``"eurosat"`` -> :class:`~rspretrain.datasets.EuroSAT` (``root`` = shared data root, default
+      :func:`~rspretrain.datasets.default_data_root`; ``split`` train/val/test/trainval/all; kwargs e.g.
+      ``max_per_class``);
+    * ``"ucmerced"`` -> :class:`~rspretrain.datasets.UCMerced` (``image_size`` defaults to 256; kwargs e.g.
+      ``train_ratio``, ``max_per_class``);
+    * ``"cifar10"`` -> :class:`~rspretrain.datasets.CIFAR10Subset` (``split`` train/test/all);
+    * ``"folder:PATH"`` -> :class:`~rspretrain.datasets.SceneFolder`; ``split`` ``"train"`` / ``"test"`` is the
+      :func:`~rspretrain.datasets.split_indices` split (kwargs ``train_fraction`` = 0.8, ``seed`` = 0) as a
+      :meth:`~rspretrain.datasets.InMemoryImageDataset.subset`; ``"all"`` is every image;
+    * ``"unlabeled:PATH"`` -> :class:`~rspretrain.datasets.UnlabeledImages` (split ``"train"`` or ``"all"``);
+    * ``"geotiff:PATH[,PATH...]"`` -> :class:`~rspretrain.datasets.RasterTiles` over
+      :func:`~rspretrain.datasets.read_raster` of the files (stacked when several); kwargs ``tile`` (default
+      ``image_size`` or 64), ``stride``, ``max_nodata_fraction``, ``band_names``, ``require_crs``,
+      ``expected_bands``; split ``"train"`` or ``"all"``.
+
+    Other keyword arguments go to the dataset's constructor (the common ones: ``cache``, ``skip_corrupt``).
+
+    Raises:
+        DataError: unknown spec form (the message lists the valid ones), or any data problem of the dataset.
+        ConfigError: unknown option or split.
+    """
+    kind, sep, argument = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind in ("eurosat", "ucmerced", "cifar10") and not sep:
+        cls = {"eurosat": EuroSAT, "ucmerced": UCMerced, "cifar10": CIFAR10Subset}[kind]
+        (options,) = _options(spec, (cls.__init__,), kwargs)
+        if image_size is not None or cls is not UCMerced:
+            options["image_size"] = image_size  # UCMerced keeps its 256 default unless a size is given
+        return cls(root=root, split=split, **options)
+    if sep and argument.strip() and kind in ("folder", "unlabeled", "geotiff"):
+        if kind == "folder":
+            scene_options, split_options = _options(spec, (SceneFolder.__init__, split_indices), kwargs)
+            if split not in ("train", "test", "all"):
+                raise ConfigError(f"dataset {spec!r}: unknown split {split!r}; expected train, test or all")
+            dataset = SceneFolder(Path(argument).expanduser(), image_size=image_size, **scene_options)
+            if split == "all":
+                return dataset
+            train, test = split_indices(dataset, **split_options)
+            return dataset.subset(train if split == "train" else test)
+        if kind == "unlabeled":
+            _whole_only(spec, split)
+            (options,) = _options(spec, (UnlabeledImages.__init__,), kwargs)
+            return UnlabeledImages(Path(argument).expanduser(), image_size=image_size, **options)
+        _whole_only(spec, split)
+        read_options, tile_options = _options(spec, (read_raster, RasterTiles.__init__), kwargs)
+        if image_size is not None:
+            if tile_options.setdefault("tile", image_size) != image_size:
+                raise ConfigError(f"dataset {spec!r}: tile={tile_options['tile']} contradicts image_size={image_size}")
+        paths = [Path(p.strip()).expanduser() for p in argument.split(",") if p.strip()]
+        return RasterTiles(read_raster(paths, **read_options), **tile_options)
+    raise DataError(f"unknown dataset spec {spec!r}; valid forms: {', '.join(SPEC_FORMS)}")

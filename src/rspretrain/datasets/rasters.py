@@ -1,0 +1,380 @@
+"""Georeferenced rasters (GeoTIFF and other GDAL formats) of any band count and dtype, and tiles cut from them.
+
+Multispectral imagery (Landsat 8 OLI bands, 13-band Sentinel-2 L1C chips, ...) does not fit the 8-bit RGB path of
+:mod:`rspretrain.datasets.decode`. :func:`read_raster` reads one multi-band file, or stacks single-band files that
+share one pixel grid (e.g. Landsat's per-band GeoTIFFs), with :mod:`rasterio` (S. Gillies et al., "Rasterio:
+geospatial raster I/O for Python programmers", Mapbox, 2013-), keeping values, dtype, CRS, transform and nodata.
+:class:`RasterTiles` cuts the raster into fixed-size tiles for pretraining (e.g. GeoKR: W. Li, K. Chen, H. Chen, Z.
+Shi, "Geographical Knowledge-Driven Representation Learning for Remote Sensing Images", IEEE TGRS 60, 2022).
+
+Nothing is resampled: files whose grids differ are rejected, since warping changes values and is a modelling choice
+the caller should make explicitly (e.g. with ``rasterio.warp.reproject``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import rasterio
+import rasterio.errors
+import torch
+from affine import Affine
+from rasterio.crs import CRS
+from torch.utils.data import Dataset
+
+from rspretrain.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True, eq=False)
+class Raster:
+    """A raster in memory with its georeferencing.
+
+    Attributes:
+        array: pixel values ``(C, H, W)`` in the file's dtype (the common dtype for stacked files).
+        band_names: one name per band.
+        crs: coordinate reference system, or None (only with ``require_crs=False``).
+        transform: affine map from (col, row) pixel corners to CRS coordinates.
+        nodata: value marking missing pixels, or None. NaN is always treated as missing in float rasters.
+        paths: the file(s) the bands came from, in band order of appearance.
+    """
+
+    array: np.ndarray
+    band_names: tuple[str, ...]
+    crs: CRS | None
+    transform: Affine
+    nodata: float | int | None
+    paths: tuple[Path, ...]
+
+    def __post_init__(self) -> None:
+        if self.array.ndim != 3:
+            raise ValueError(f"Raster.array must be (C, H, W), got shape {self.array.shape}")
+        if len(self.band_names) != self.array.shape[0]:
+            raise ValueError(f"{len(self.band_names)} band names for {self.array.shape[0]} bands")
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The pixel dtype (e.g. ``uint16`` for Landsat 8 DN, ``int16`` for Sentinel-2 reflectance x 10000)."""
+        return self.array.dtype
+
+    @property
+    def path(self) -> Path:
+        """The first (or only) file."""
+        return self.paths[0]
+
+    @property
+    def count(self) -> int:
+        """Number of bands."""
+        return self.array.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.array.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.array.shape[2]
+
+    def valid_mask(self) -> np.ndarray:
+        """``(H, W)`` bool: True where no band equals ``nodata`` (or is NaN).
+
+        A pixel missing in any band is treated as missing as a whole, since a partial spectrum is not usable.
+        """
+        invalid = np.zeros(self.array.shape[1:], dtype=bool)
+        if self.nodata is not None and not (isinstance(self.nodata, float) and np.isnan(self.nodata)):
+            invalid |= (self.array == self.nodata).any(axis=0)
+        if np.issubdtype(self.array.dtype, np.floating):
+            invalid |= np.isnan(self.array).any(axis=0)
+        return ~invalid
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _stem_name(path: Path) -> str:
+    """A readable band name from a single-band file's name: the last ``_`` token of the stem.
+
+    ``landsat8_LC80380342015230_b2.tif -> "b2"``; ``S2A_MSIL2A_..._B04.tif -> "B04"``; ``nir.tif -> "nir"``.
+    """
+    return path.stem.rsplit("_", 1)[-1] or path.stem
+
+
+def _names(paths: Sequence[Path]) -> str:
+    return str(paths[0]) if len(paths) == 1 else f"{paths[0]} (+{len(paths) - 1} more files)"
+
+
+def read_raster(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    band_names: Sequence[str] | None = None,
+    require_crs: bool = True,
+    expected_bands: int | None = None,
+) -> Raster:
+    """Read a multi-band raster, or stack several rasters that share one pixel grid, with all their bands.
+
+    Band names come, per band, from the file's band description if it has one; otherwise from ``band_names``;
+    otherwise, for a single-band file, from its file name (the last ``_`` token of the stem, e.g. ``b2``); otherwise
+    ``band_<i>`` (1-based position in the stack). Names that would repeat are prefixed with their file's stem. When
+    both a description and ``band_names`` exist for a band and disagree (case-insensitively), it is an error: the
+    caller's idea of the band order does not match the file.
+
+    Args:
+        paths: one file, or a list of files stacked in order on the first file's grid.
+        band_names: expected name of every band of the stack (see above).
+        require_crs: reject files without a CRS.
+        expected_bands: required total number of bands.
+
+    Returns:
+        The :class:`Raster`; stacked files are cast to their common dtype (``numpy.result_type``).
+
+    Raises:
+        DataError: a file is missing, not a raster or unreadable; has no CRS (with ``require_crs``); lies on a grid
+            (shape, transform or CRS) other than the first file's; has a nodata value other than the first file's;
+            the band count differs from ``expected_bands`` or from ``len(band_names)``; a description contradicts
+            ``band_names``.
+    """
+    files = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    if not files:
+        raise DataError("read_raster: no raster file given")
+    seen: set[str] = set()
+    for path in files:
+        if os.path.abspath(path) in seen:
+            raise DataError(f"{path}: listed twice")
+        seen.add(os.path.abspath(path))
+
+    arrays: list[np.ndarray] = []
+    descriptions: list[str | None] = []
+    stem_names: list[str | None] = []
+    band_files: list[Path] = []
+    crs = transform = None
+    nodata: float | int | None = None
+    shape: tuple[int, int] | None = None
+    for k, path in enumerate(files):
+        if not path.exists():
+            raise DataError(f"{path}: no such file")
+        try:
+            with warnings.catch_warnings():
+                # A missing georeference is reported below as a one-line DataError (or accepted without require_crs).
+                warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+                with rasterio.open(path) as source:
+                    file_crs, file_transform = source.crs, source.transform
+                    file_shape = (source.height, source.width)
+                    nodatavals = [None if v is None else float(v) for v in source.nodatavals]
+                    file_descriptions = list(source.descriptions)
+                    data = source.read()
+        except (rasterio.errors.RasterioError, OSError, ValueError) as error:
+            raise DataError(f"{path}: not a readable raster ({_one_line(error)})") from None
+        if require_crs and file_crs is None:
+            raise DataError(f"{path}: GeoTIFF has no CRS (pass require_crs=False to read it without one)")
+        file_nodata = nodatavals[0]
+        if not all(_same_nodata(v, file_nodata) for v in nodatavals):
+            raise DataError(f"{path}: bands have different nodata values {nodatavals}")
+        if k == 0:
+            crs, transform, nodata, shape = file_crs, file_transform, file_nodata, file_shape
+        else:
+            if file_shape != shape:
+                raise DataError(
+                    f"{path}: grid differs from {files[0].name}: shape {file_shape[0]}x{file_shape[1]} vs "
+                    f"{shape[0]}x{shape[1]} px (stacking does not resample)"
+                )
+            if file_crs != crs:
+                raise DataError(
+                    f"{path}: grid differs from {files[0].name}: CRS {file_crs} vs {crs} (stacking does not resample)"
+                )
+            # A tolerance of 0.1% of a pixel absorbs float noise in stored transforms, not real offsets.
+            tolerance = 1e-3 * min(abs(transform.a) or 1.0, abs(transform.e) or 1.0)
+            if not file_transform.almost_equals(transform, precision=tolerance):
+                raise DataError(
+                    f"{path}: grid differs from {files[0].name}: transform {tuple(file_transform)[:6]} vs "
+                    f"{tuple(transform)[:6]} (stacking does not resample)"
+                )
+            if not _same_nodata(file_nodata, nodata):
+                raise DataError(f"{path}: nodata {file_nodata} differs from {files[0].name}'s {nodata}")
+        arrays.append(data)
+        descriptions += [d if d else None for d in file_descriptions]
+        stem_names += [_stem_name(path)] if data.shape[0] == 1 else [None] * data.shape[0]
+        band_files += [path] * data.shape[0]
+
+    dtype = np.result_type(*arrays)
+    array = arrays[0] if len(arrays) == 1 else np.concatenate([a.astype(dtype, copy=False) for a in arrays])
+    count = array.shape[0]
+    if expected_bands is not None and count != expected_bands:
+        raise DataError(f"{_names(files)}: has {count} bands, expected {expected_bands}")
+    names = _band_names(descriptions, stem_names, band_files, band_names, files)
+    if isinstance(nodata, float) and not np.isnan(nodata) and nodata.is_integer() and np.issubdtype(dtype, np.integer):
+        nodata = int(nodata)  # rasterio reports 65535.0 for uint16; an int compares exactly with integer pixels
+    return Raster(array=array, band_names=names, crs=crs, transform=transform, nodata=nodata, paths=tuple(files))
+
+
+def _same_nodata(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (np.isnan(a) and np.isnan(b)) or a == b
+
+
+def _band_names(
+    descriptions: list[str | None],
+    stem_names: list[str | None],
+    band_files: list[Path],
+    band_names: Sequence[str] | None,
+    files: list[Path],
+) -> tuple[str, ...]:
+    count = len(descriptions)
+    if band_names is not None:
+        band_names = [str(n) for n in band_names]
+        if len(band_names) != count:
+            raise DataError(f"{_names(files)}: has {count} bands but band_names lists {len(band_names)}")
+        if len(set(band_names)) != count:
+            raise DataError(f"{_names(files)}: band_names repeats a name ({', '.join(band_names)})")
+        for i, (described, given) in enumerate(zip(descriptions, band_names)):
+            if described is not None and described.lower() != given.lower():
+                raise DataError(
+                    f"{band_files[i]}: band {i + 1} is described as {described!r} in the file but band_names "
+                    f"gives {given!r}"
+                )
+        names = [d if d is not None else g for d, g in zip(descriptions, band_names)]
+    else:
+        names = [d or s or f"band_{i + 1}" for i, (d, s) in enumerate(zip(descriptions, stem_names))]
+    counts = {n: names.count(n) for n in names}
+    names = [f"{band_files[i].stem}_{n}" if counts[n] > 1 else n for i, n in enumerate(names)]
+    if len(set(names)) != count:  # still repeated (e.g. one file stem with repeated descriptions): number them
+        names = [f"{n}_{i + 1}" for i, n in enumerate(names)]
+    return tuple(names)
+
+
+class RasterTiles(Dataset):
+    """Square tiles of a :class:`Raster` on a regular grid, as float32 tensors of the raw pixel values.
+
+    Tiles start at rows/cols ``0, stride, 2*stride, ...`` and must fit entirely: a remainder narrower than ``tile``
+    at the right/bottom edge is not covered (use ``stride < tile`` for overlap). A pixel is nodata if any band
+    equals the raster's nodata value or is NaN; tiles with a larger fraction of nodata pixels than
+    ``max_nodata_fraction`` are dropped (their number is :attr:`dropped`). In kept tiles nodata pixels are set to 0
+    in every band.
+
+    A sample is ``{"image": float32 (C, tile, tile), "bounds": (minx, miny, maxx, maxy) in the raster CRS, "crs":
+    "EPSG:...", "window": (row, col, height, width), "valid_fraction": float}``; ``"crs"`` is ``""`` for a raster
+    without CRS. :meth:`__getitems__` returns the batch directly: ``image`` ``(B, C, tile, tile)`` float32 (equal to
+    stacking the samples), ``bounds`` float64 ``(B, 4)``, ``crs`` a list of B strings, ``window`` int64 ``(B, 4)``,
+    ``valid_fraction`` float64 ``(B,)``; use :func:`~rspretrain.datasets.collate.collate_batched` in the DataLoader.
+
+    Args:
+        raster: the raster to tile.
+        tile: tile height and width in pixels.
+        stride: step between tile origins; None means ``tile`` (no overlap).
+        max_nodata_fraction: largest fraction of nodata pixels a kept tile may have (0 keeps only complete tiles).
+
+    Attributes:
+        raster: the source raster.
+        band_names: its band names.
+        windows: int64 array ``(N, 2)`` of the kept tiles' (row, col) origins.
+        dropped: number of tiles dropped for too much nodata.
+
+    Raises:
+        ConfigError: invalid ``tile``, ``stride`` or ``max_nodata_fraction``.
+        DataError: the raster is smaller than one tile, or every tile has too much nodata.
+    """
+
+    def __init__(
+        self,
+        raster: Raster,
+        tile: int = 64,
+        stride: int | None = None,
+        max_nodata_fraction: float = 0.0,
+    ) -> None:
+        stride = tile if stride is None else stride
+        for name, value in (("tile", tile), ("stride", stride)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"RasterTiles: {name} must be a positive integer, got {value!r}")
+        if not 0.0 <= float(max_nodata_fraction) <= 1.0:
+            raise ConfigError(f"RasterTiles: max_nodata_fraction must lie in [0, 1], got {max_nodata_fraction!r}")
+        height, width = raster.height, raster.width
+        if height < tile or width < tile:
+            raise DataError(f"{raster.path}: raster is {height}x{width} px, smaller than one {tile}x{tile} tile")
+        self.raster = raster
+        self.band_names = raster.band_names
+        self.tile = tile
+        self.stride = stride
+        self.max_nodata_fraction = float(max_nodata_fraction)
+
+        invalid = ~raster.valid_mask()
+        # Summed-area table: the nodata count of any window is four lookups, for all windows at once.
+        table = np.zeros((height + 1, width + 1), dtype=np.int64)
+        table[1:, 1:] = invalid.cumsum(axis=0).cumsum(axis=1)
+        rows = np.arange(0, height - tile + 1, stride)
+        cols = np.arange(0, width - tile + 1, stride)
+        r, c = np.meshgrid(rows, cols, indexing="ij")
+        r, c = r.ravel(), c.ravel()
+        missing = table[r + tile, c + tile] - table[r, c + tile] - table[r + tile, c] + table[r, c]
+        keep = missing <= self.max_nodata_fraction * tile * tile + 1e-9
+        self.dropped = int((~keep).sum())
+        if not keep.any():
+            raise DataError(
+                f"{raster.path}: all {len(keep)} tiles of {tile}x{tile} px have more than "
+                f"{self.max_nodata_fraction:.0%} nodata pixels; raise max_nodata_fraction"
+            )
+        self.windows = np.stack([r[keep], c[keep]], axis=1).astype(np.int64)
+        self._valid_fraction = 1.0 - missing[keep] / float(tile * tile)
+
+        # Tile corners in CRS coordinates (x = a col + b row + c, y = d col + e row + f, written out so it is
+        # vectorised); min/max over the four corners is right for rotated transforms too.
+        a, b, c0, d, e, f0 = tuple(raster.transform)[:6]
+        cols = self.windows[:, 1][None, :] + np.array([0, tile, 0, tile])[:, None]
+        rows = self.windows[:, 0][None, :] + np.array([0, 0, tile, tile])[:, None]
+        xs = a * cols + b * rows + c0
+        ys = d * cols + e * rows + f0
+        self._bounds = np.stack([xs.min(0), ys.min(0), xs.max(0), ys.max(0)], axis=1)
+        self.crs = raster.crs
+        self._crs_string = raster.crs.to_string() if raster.crs is not None else ""
+
+        data = raster.array.astype(np.float32)  # a copy: the raster's own array keeps its values
+        data[:, invalid] = 0.0
+        self._data = torch.from_numpy(data)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def _index(self, indices: Sequence[int]) -> np.ndarray:
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if len(index) and (index.min() < -n or index.max() >= n):
+            raise IndexError(f"index out of range for {n} tiles")
+        return np.where(index < 0, index + n, index)
+
+    def _tile(self, i: int) -> torch.Tensor:
+        row, col = self.windows[i]
+        return self._data[:, row : row + self.tile, col : col + self.tile]
+
+    def __getitem__(self, index: int) -> dict:
+        i = int(self._index([index])[0])
+        row, col = (int(v) for v in self.windows[i])
+        return {
+            "image": self._tile(i).clone(),
+            "bounds": tuple(float(v) for v in self._bounds[i]),
+            "crs": self._crs_string,
+            "window": (row, col, self.tile, self.tile),
+            "valid_fraction": float(self._valid_fraction[i]),
+        }
+
+    def __getitems__(self, indices: Sequence[int]) -> dict:
+        """The batch of tiles ``indices`` (see the class docstring for its keys)."""
+        index = self._index(indices)
+        windows = self.windows[index]
+        sizes = np.full((len(index), 2), self.tile, dtype=np.int64)
+        return {
+            "image": torch.stack([self._tile(i) for i in index.tolist()]) if len(index) else
+            self._data.new_empty((0, self._data.shape[0], self.tile, self.tile)),
+            "bounds": torch.from_numpy(self._bounds[index].copy()),
+            "crs": [self._crs_string] * len(index),
+            "window": torch.from_numpy(np.concatenate([windows, sizes], axis=1)),
+            "valid_fraction": torch.from_numpy(self._valid_fraction[index].astype(np.float64)),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"RasterTiles({len(self)} tiles of {self.raster.count}x{self.tile}x{self.tile} from {self.raster.path}, "
+            f"{self.dropped} dropped for nodata)"
+        )

@@ -1,0 +1,60 @@
+import subprocess
+import sys
+
+import pytest
+
+from rspretrain.cli import main, split_pretrain_args
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "rspretrain.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def test_unknown_config_key_is_one_line_error_naming_it():
+    res = _run("pretrain", "--config", "moco_resnet18_eurosat", "--optim.lrr", "0.1")
+    assert res.returncode == 2
+    assert "optim.lrr" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_wrong_type_names_the_key():
+    res = _run("pretrain", "moco", "--config", "moco_resnet18_eurosat", "--data.batch_size", "many")
+    assert res.returncode == 2 and "data.batch_size" in res.stderr
+
+
+def test_missing_data_path_names_it(tmp_path):
+    missing = tmp_path / "nowhere"
+    res = _run("pretrain", "--config", "moco_resnet18_eurosat", "--data.dataset", f"folder:{missing}")
+    assert res.returncode == 2
+    assert str(missing) in res.stderr and "Traceback" not in res.stderr
+
+
+def test_missing_checkpoint_for_evaluate_and_debug_shows_traceback(tmp_path):
+    res = _run("evaluate", str(tmp_path / "none.ckpt"))
+    assert res.returncode == 2 and "none.ckpt" in res.stderr
+    res = _run("--debug", "evaluate", str(tmp_path / "none.ckpt"))
+    assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+def test_split_pretrain_args():
+    method, config, resume, overrides = split_pretrain_args(
+        ["moco", "--config", "c.yaml", "--optim.lr", "0.1", "--resume"])
+    assert (method, config, resume, overrides) == ("moco", "c.yaml", True, ["--optim.lr", "0.1"])
+    assert split_pretrain_args(["--resume", "x.ckpt", "--a=1"])[2:] == ("x.ckpt", ["--a=1"])
+
+
+def test_export_and_info_on_a_trained_checkpoint(tmp_path, data_root, capsys):
+    code = main(["pretrain", "moco", "--config", "moco_resnet18_eurosat", "--data.root", str(data_root),
+                 "--data.max_per_class", "4", "--data.batch_size", "8", "--model.image_size", "32",
+                 "--model.queue_size", "16", "--trainer.max_steps", "2", "--trainer.progress_bar", "false",
+                 "--trainer.out_dir", str(tmp_path / "run")])
+    assert code == 0
+    ckpt = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert main(["export", str(ckpt), "--to", str(tmp_path / "bb.safetensors")]) == 0
+    assert main(["info", str(tmp_path / "bb.safetensors")]) == 0
+    assert main(["info", str(ckpt)]) == 0
+    assert main(["info", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert '"arch": "resnet18"' in out and '"global_step": 2' in out and '"git_commit"' in out
