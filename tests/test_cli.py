@@ -1,7 +1,6 @@
 import subprocess
 import sys
 
-import pytest
 
 from rspretrain.cli import main, split_pretrain_args
 
@@ -58,3 +57,29 @@ def test_export_and_info_on_a_trained_checkpoint(tmp_path, data_root, capsys):
     assert main(["info", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert '"arch": "resnet18"' in out and '"global_step": 2' in out and '"git_commit"' in out
+
+
+def _folder_with_one_truncated_jpeg(root):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("forest", "water"):
+        (root / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(root / cls / f"{i}.jpg")
+    good = (root / "water" / "0.jpg").read_bytes()
+    (root / "water" / "broken.jpg").write_bytes(good[: len(good) // 2])
+    return root / "water" / "broken.jpg"
+
+
+def test_corrupt_image_names_the_file_and_skip_corrupt_counts_it(tmp_path, capsys):
+    broken = _folder_with_one_truncated_jpeg(tmp_path / "scenes")
+    args = ["pretrain", "moco", "--config", "moco_resnet18_eurosat", "--data.dataset", f"folder:{tmp_path / 'scenes'}",
+            "--data.split", "all", "--data.batch_size", "4", "--model.image_size", "16", "--model.queue_size", "8",
+            "--trainer.max_steps", "1", "--trainer.progress_bar", "false", "--trainer.out_dir", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "broken.jpg" in err and len(err.strip().splitlines()) == 1
+    assert main(args + ["--skip-corrupt"]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

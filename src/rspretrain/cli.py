@@ -23,7 +23,7 @@ def _csv(value: str) -> list[str]:
 
 # -- commands ------------------------------------------------------------------------------------
 def split_pretrain_args(tail: list[str]) -> tuple[str | None, str | None, bool | str | None, list[str]]:
-    """``[METHOD] [--config C] [--resume [CKPT]] [--section.key value ...]`` -> parts.
+    """``[METHOD] [--config C] [--resume [CKPT]] [--skip-corrupt] [--section.key value ...]`` -> parts.
 
     Parsed by hand because argparse would bind override values to the METHOD positional.
     """
@@ -43,6 +43,9 @@ def split_pretrain_args(tail: list[str]) -> tuple[str | None, str | None, bool |
                 config, i = tail[i + 1], i + 2
             else:
                 raise ConfigError("--config needs a path")
+        elif arg == "--skip-corrupt":
+            overrides += ["--data.skip_corrupt", "true"]
+            i += 1
         elif arg == "--resume" or arg.startswith("--resume="):
             if "=" in arg:
                 resume, i = arg.split("=", 1)[1], i + 1
@@ -170,9 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "pretrain",
         help="pretrain a backbone",
-        usage="rspretrain pretrain [METHOD] [--config PATH|NAME] [--resume [CKPT]] [--section.key VALUE ...]",
+        usage="rspretrain pretrain [METHOD] [--config PATH|NAME] [--resume [CKPT]] [--skip-corrupt] "
+        "[--section.key VALUE ...]",
         description="Pretrain a backbone. --config is a YAML path or a shipped config name; --resume continues "
-        "from <out_dir>/checkpoints/last.ckpt (or the given checkpoint); any --section.key VALUE overrides the config.",
+        "from <out_dir>/checkpoints/last.ckpt (or the given checkpoint); --skip-corrupt skips and counts unreadable "
+        "images; any --section.key VALUE overrides the config.",
     )
 
     p = sub.add_parser("evaluate", help="kNN / linear probe of a checkpoint, exported backbone or random:ARCH")

@@ -143,3 +143,40 @@ def rank_order(labels: Sequence[int], ranks: Sequence[int], max_per_class: int |
             taken[labels[position]] = taken.get(labels[position], 0) + 1
             keep.append(position)
     return keep
+
+
+#: Named split groups of the manifests' three-way splits.
+SPLIT_GROUPS = {"trainval": ("train", "val"), "all": ("train", "val", "test")}
+
+
+def rows_in_split(rows: Sequence[TableRow], split: str, table: Path) -> list[int]:
+    """Positions of the rows whose ``split`` column belongs to ``split`` (a split or a group of them)."""
+    for row in rows:
+        if row["split"] not in ("train", "val", "test"):
+            raise DataError(f"{table}:{row.line}: unknown split {row['split']!r}")
+    wanted = SPLIT_GROUPS.get(split, (split,))
+    return [p for p, row in enumerate(rows) if row["split"] in wanted]
+
+
+def zip_members_by_rank(
+    archive: Path,
+    member_prefix: str,
+    table: Path,
+    rows: Sequence[TableRow],
+    labels: Sequence[int],
+    ranks: Sequence[int],
+    keep: Sequence[int],
+    max_per_class: int | None,
+) -> tuple[list, list[int]]:
+    """The archive members (``prefix/class_name/filename``) of the kept rows, in rank order, and their labels.
+
+    Applies ``max_per_class`` through :func:`rank_order` and checks every member exists in the archive.
+    """
+    from rspretrain.datasets.decode import ZipMember
+
+    rows, labels, ranks = [rows[p] for p in keep], [labels[p] for p in keep], [ranks[p] for p in keep]
+    order = rank_order(labels, ranks, max_per_class)
+    rows, labels = [rows[p] for p in order], [labels[p] for p in order]
+    members = [f"{member_prefix}/{row['class_name']}/{row['filename']}" for row in rows]
+    check_members(archive, members, table)
+    return [ZipMember(archive, m) for m in members], labels

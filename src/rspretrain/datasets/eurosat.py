@@ -11,9 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from rspretrain.datasets import _tables
-from rspretrain.datasets.decode import ZipMember
 from rspretrain.datasets.in_memory import InMemoryImageDataset
-from rspretrain.errors import DataError
+
 
 
 class EuroSAT(InMemoryImageDataset):
@@ -75,19 +74,12 @@ class EuroSAT(InMemoryImageDataset):
         table, classes_file, archive = folder / "splits.csv", folder / "classes.txt", folder / self.archive_name
         classes = _tables.read_classes(classes_file)
         rows = _tables.read_table(table, ("filename", "label", "class_name", "split", "rank_in_class"))
-        for row in rows:
-            if row["split"] not in ("train", "val", "test"):
-                raise DataError(f"{table}:{row.line}: unknown split {row['split']!r}")
-        wanted = {"trainval": ("train", "val"), "all": ("train", "val", "test")}.get(split, (split,))
-        rows = [row for row in rows if row["split"] in wanted]
         labels = _tables.check_labels(rows, classes, table, classes_file)
         ranks = [row.integer("rank_in_class", table) for row in rows]
-        keep = _tables.rank_order(labels, ranks, max_per_class)
-        rows, labels = [rows[p] for p in keep], [labels[p] for p in keep]
-        members = [f"{self.member_prefix}/{row['class_name']}/{row['filename']}" for row in rows]
-        _tables.check_members(archive, members, table)
+        keep = _tables.rows_in_split(rows, split, table)
+        sources, labels = _tables.zip_members_by_rank(
+            archive, self.member_prefix, table, rows, labels, ranks, keep, max_per_class
+        )
         self.root = folder
         self.split = split
-        self._init_from_sources(
-            [ZipMember(archive, m) for m in members], labels, classes, image_size, cache, skip_corrupt
-        )
+        self._init_from_sources(sources, labels, classes, image_size, cache, skip_corrupt)

@@ -11,9 +11,8 @@ import math
 from pathlib import Path
 
 from rspretrain.datasets import _tables
-from rspretrain.datasets.decode import ZipMember
 from rspretrain.datasets.in_memory import InMemoryImageDataset
-from rspretrain.errors import ConfigError, DataError
+from rspretrain.errors import ConfigError
 
 
 class UCMerced(InMemoryImageDataset):
@@ -87,25 +86,17 @@ class UCMerced(InMemoryImageDataset):
         labels = _tables.check_labels(rows, classes, table, classes_file)
         ranks = [row.integer("rank_in_class", table) for row in rows]
         if train_ratio is None:
-            for row in rows:
-                if row["split"] not in ("train", "val", "test"):
-                    raise DataError(f"{table}:{row.line}: unknown split {row['split']!r}")
-            wanted = {"trainval": ("train", "val"), "all": ("train", "val", "test")}.get(split, (split,))
-            keep = [p for p, row in enumerate(rows) if row["split"] in wanted]
+            keep = _tables.rows_in_split(rows, split, table)
         else:
             per_class = {label: labels.count(label) for label in set(labels)}
             # round half up (not Python's banker's rounding), so 0.5 * 25 images gives 13 training images.
             cut = {label: math.floor(float(train_ratio) * n + 0.5) for label, n in per_class.items()}
             in_train = [ranks[p] < cut[labels[p]] for p in range(len(rows))]
             keep = [p for p in range(len(rows)) if split == "all" or in_train[p] == (split == "train")]
-        rows, labels, ranks = [rows[p] for p in keep], [labels[p] for p in keep], [ranks[p] for p in keep]
-        keep = _tables.rank_order(labels, ranks, max_per_class)
-        rows, labels = [rows[p] for p in keep], [labels[p] for p in keep]
-        members = [f"{self.member_prefix}/{row['class_name']}/{row['filename']}" for row in rows]
-        _tables.check_members(archive, members, table)
+        sources, labels = _tables.zip_members_by_rank(
+            archive, self.member_prefix, table, rows, labels, ranks, keep, max_per_class
+        )
         self.root = folder
         self.split = split
         self.train_ratio = train_ratio
-        self._init_from_sources(
-            [ZipMember(archive, m) for m in members], labels, classes, image_size, cache, skip_corrupt
-        )
+        self._init_from_sources(sources, labels, classes, image_size, cache, skip_corrupt)

@@ -142,7 +142,6 @@ def color_transform(
     b, c, h, w = images.shape
     device, dtype = images.device, images.dtype
     rgb_idx = list(rgb) if rgb is not None else []
-    other = [i for i in range(c) if i not in rgb_idx]
     eye = torch.eye(c, dtype=dtype, device=device).expand(b, c, c).clone()
     matrix, offset = eye.clone(), torch.zeros(b, c, dtype=dtype, device=device)
 
