@@ -164,6 +164,18 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (it may be replaced after set-up, e.g. in tests)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 # -- parser --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rspretrain", description=__doc__.splitlines()[0])
@@ -220,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.parse_args(argv + ["--help"])
         args.args = tail
     if not log.handlers:  # our own handler only: Lightning configures its loggers itself
-        handler = logging.StreamHandler()
+        handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("rspretrain: %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
