@@ -40,6 +40,22 @@ def _time(fn, steps: int, warmup: int) -> float:
     return time.perf_counter() - start
 
 
+def _time_alternating(fn_a, fn_b, steps: int, warmup: int) -> tuple[float, float]:
+    """Total seconds of ``steps`` calls of each, run A, B, A, B, ... so machine-load drift hits both alike."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    total_a = total_b = 0.0
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        fn_a()
+        t1 = time.perf_counter()
+        fn_b()
+        total_a += t1 - t0
+        total_b += time.perf_counter() - t1
+    return total_a, total_b
+
+
 def measure(dataset: str, decode_size: int | None, image_size: int, batch: int, steps: int, warmup: int,
             data_root: str | None) -> dict[str, float]:
     overrides = {
@@ -88,10 +104,7 @@ def measure(dataset: str, decode_size: int | None, image_size: int, batch: int, 
     def backbone_step():
         optimise(model.backbone(premade_views[0]).float().pow(2).mean())
 
-    # Interleave the two measurements in halves so drift in machine load hits both alike.
-    half = max(1, steps // 2)
-    t_full = _time(full_step, half, warmup) + _time(full_step, steps - half, 0)
-    t_pre = _time(premade_step, half, warmup) + _time(premade_step, steps - half, 0)
+    t_full, t_pre = _time_alternating(full_step, premade_step, steps, warmup)
     t_bb = _time(backbone_step, max(2, steps // 2), 1)
     n = batch * steps
     return {
@@ -105,11 +118,11 @@ def measure(dataset: str, decode_size: int | None, image_size: int, batch: int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps at 64 px (224 px uses a quarter)")
+    parser.add_argument("--steps", type=int, default=20, help="timed steps of each kind at 64 px (224 px: half)")
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args()
     r64 = measure("eurosat", None, 64, 64, args.steps, 3, args.data_root)
-    r224 = measure("ucmerced", 256, 224, 32, max(4, args.steps // 4), 1, args.data_root)
+    r224 = measure("ucmerced", 256, 224, 32, max(4, args.steps // 2), 1, args.data_root)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
         "images_per_s_64": round(r64["full"], 1),
