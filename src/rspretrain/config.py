@@ -40,6 +40,9 @@ class DataConfig:
     num_workers: int = 0
     skip_corrupt: bool = False
     stats_max_images: int = 2000
+    natural_dataset: str | None = None
+    natural_split: str = "train"
+    epoch_length: int | None = None
 
 
 @dataclass
@@ -48,6 +51,7 @@ class TrainerConfig:
 
     max_steps: int = 1000
     max_time_minutes: float | None = None
+    budget_minutes: float | None = None
     out_dir: str | None = None
     ckpt_every_n_steps: int = 100
     log_every_n_steps: int = 10

@@ -15,6 +15,7 @@ their state in checkpoints:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -61,9 +62,14 @@ def lr_multiplier(cfg: OptimConfig, step: int, total_steps: int) -> float:
 
 
 def build_optimizer(
-    module: nn.Module, cfg: OptimConfig, total_steps: int
+    module: nn.Module, cfg: OptimConfig, total_steps: int | Callable[[], int]
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """Optimiser over ``module``'s trainable parameters and its per-step lr schedule."""
+    """Optimiser over ``module``'s trainable parameters and its per-step lr schedule.
+
+    ``total_steps`` may be a callable, read at every step, so a time budget can fix the schedule
+    length after training has started (see :mod:`rspretrain.time_budget`).
+    """
+    total = total_steps if callable(total_steps) else (lambda: total_steps)
     kwargs = {"momentum": cfg.momentum} if cfg.name.lower() in ("sgd", "momentum", "nesterov", "lars") else {}
     optimizer = create_optimizer_v2(
         module,
@@ -73,5 +79,5 @@ def build_optimizer(
         filter_bias_and_bn=cfg.no_decay_on_norm_and_bias,
         **kwargs,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(cfg, step, total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(cfg, step, total()))
     return optimizer, scheduler

@@ -21,9 +21,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from rspretrain import provenance
 from rspretrain.checkpoint_io import AtomicCheckpointIO, atomic_write_text
-from rspretrain.config import RunConfig
+from rspretrain.config import RunConfig, method_parameters
 from rspretrain.datamodules.pretrain import PretrainDataModule
-from rspretrain.errors import DataError
+from rspretrain.errors import ConfigError, DataError
+from rspretrain.time_budget import TimeBudget
 from rspretrain.methods import PretrainMethod, get_method
 
 log = logging.getLogger("rspretrain")
@@ -38,7 +39,10 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, PretrainDataModule]:
     dm = PretrainDataModule(**asdict(cfg.data), seed=cfg.seed)
     dm.setup("fit")
     method_cls = get_method(cfg.method)
-    model = method_cls(**cfg.model, **dm.model_kwargs(), optim=asdict(cfg.optim), views=asdict(cfg.views))
+    data_kwargs = dm.model_kwargs()
+    if "num_classes" in data_kwargs and "num_classes" not in method_parameters(method_cls):
+        raise ConfigError(f"data.natural_dataset is used by methods with a supervised branch (gersp), not {cfg.method!r}")
+    model = method_cls(**cfg.model, **data_kwargs, optim=asdict(cfg.optim), views=asdict(cfg.views))
     return model, dm
 
 
@@ -59,16 +63,24 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None) -> Path:
     atomic_write_text(out / "provenance.json", json.dumps(record, indent=2) + "\n")
     model.provenance = record  # saved inside every checkpoint (see PretrainMethod.on_save_checkpoint)
     t = cfg.trainer
+    callbacks: list[L.Callback] = []
+    max_minutes = t.max_time_minutes
+    if t.budget_minutes:
+        # Equal wall-clock budget: max_steps becomes an upper bound; the steps that fit are measured.
+        callbacks.append(TimeBudget(t.budget_minutes))
+        hard_stop = t.budget_minutes * 1.1 + 0.5
+        max_minutes = min(max_minutes, hard_stop) if max_minutes else hard_stop
     trainer = L.Trainer(
         max_steps=t.max_steps,
-        max_time=timedelta(minutes=t.max_time_minutes) if t.max_time_minutes else None,
+        max_time=timedelta(minutes=max_minutes) if max_minutes else None,
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=t.precision,
         logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")],
-        callbacks=[
+        callbacks=callbacks
+        + [
             ModelCheckpoint(
                 dirpath=ckpt_dir,
                 filename="last",

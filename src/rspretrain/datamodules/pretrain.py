@@ -64,6 +64,10 @@ class PretrainDataModule(L.LightningDataModule):
         num_workers: DataLoader workers (0 is right for in-memory data).
         skip_corrupt: skip unreadable images (counted) instead of failing.
         stats_max_images: images used to measure band statistics.
+        natural_dataset: a labeled natural-image dataset spec ("cifar10", "folder:PATH") paired
+            with the RS images (GeRSP); batches then also hold "natural_image"/"natural_label".
+        natural_split: its split.
+        epoch_length: items per epoch of the pairing (default: the larger source).
         seed: shuffling seed.
     """
 
@@ -78,6 +82,9 @@ class PretrainDataModule(L.LightningDataModule):
         num_workers: int = 0,
         skip_corrupt: bool = False,
         stats_max_images: int = 2000,
+        natural_dataset: str | None = None,
+        natural_split: str = "train",
+        epoch_length: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -85,6 +92,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.image_size, self.max_per_class = image_size, max_per_class
         self.batch_size, self.num_workers = batch_size, num_workers
         self.skip_corrupt, self.stats_max_images, self.seed = skip_corrupt, stats_max_images, seed
+        self.natural_spec, self.natural_split, self.epoch_length = natural_dataset, natural_split, epoch_length
         self.dataset = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -96,6 +104,13 @@ class PretrainDataModule(L.LightningDataModule):
         if self.max_per_class is not None:
             kwargs["max_per_class"] = self.max_per_class
         self.dataset = build_dataset(self.spec, root=self.root, split=self.split, image_size=self.image_size, **kwargs)
+        if self.natural_spec is not None:
+            from rspretrain.datasets.paired import PairedDataset
+
+            natural = build_dataset(
+                self.natural_spec, root=self.root, split=self.natural_split, skip_corrupt=self.skip_corrupt
+            )
+            self.dataset = PairedDataset(self.dataset, natural, self.epoch_length, self.spec, self.natural_spec)
         if len(self.dataset) < self.batch_size:
             raise DataError(
                 f"{self.spec}: {len(self.dataset)} images, fewer than one batch of {self.batch_size} "
@@ -118,13 +133,16 @@ class PretrainDataModule(L.LightningDataModule):
 
     def model_kwargs(self) -> dict[str, Any]:
         """The data-derived constructor arguments of a method."""
-        return {
+        kwargs = {
             "in_chans": self.in_chans,
             "band_names": self.band_names,
             "mean": self.mean,
             "std": self.std,
             "value_scale": self.value_scale,
         }
+        if self.natural_spec is not None:
+            kwargs["num_classes"] = self.dataset.num_classes
+        return kwargs
 
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)

@@ -11,10 +11,11 @@ from typing import Any
 
 from rspretrain.errors import ConfigError
 from rspretrain.methods.base import PretrainMethod
+from rspretrain.methods.gersp import GeRSP
 from rspretrain.methods.moco import MoCoV2
 
 #: name -> LightningModule class; every CLI/config ``method:`` value resolves here.
-METHODS: dict[str, type[PretrainMethod]] = {"moco": MoCoV2}
+METHODS: dict[str, type[PretrainMethod]] = {"moco": MoCoV2, "gersp": GeRSP}
 
 
 def get_method(name: str) -> type[PretrainMethod]:
@@ -30,4 +31,4 @@ def create(name: str, **kwargs: Any) -> PretrainMethod:
     return get_method(name)(**kwargs)
 
 
-__all__ = ["METHODS", "MoCoV2", "PretrainMethod", "create", "get_method"]
+__all__ = ["METHODS", "GeRSP", "MoCoV2", "PretrainMethod", "create", "get_method"]

@@ -23,7 +23,7 @@ from rspretrain.views.moco_v2 import MoCoV2Views, ViewsConfig, rgb_indices
 from rspretrain.errors import ConfigError
 
 #: Hyperparameters a run config's ``model:`` section may not set: they come from the data.
-DATA_DERIVED = ("in_chans", "band_names", "mean", "std", "value_scale")
+DATA_DERIVED = ("in_chans", "band_names", "mean", "std", "value_scale", "num_classes")
 
 
 class PretrainMethod(L.LightningModule):
@@ -93,8 +93,9 @@ class PretrainMethod(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        optimizer, scheduler = build_optimizer(self.student, self.optim_cfg, total)
+        # The schedule reads its length at every step: a TimeBudget callback may fit it later.
+        self.schedule_total_steps = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        optimizer, scheduler = build_optimizer(self.student, self.optim_cfg, lambda: self.schedule_total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -78,13 +78,16 @@ class EMATeacher(nn.Module):
         return self.module(*args, **kwargs)
 
     def _pairs(self, student: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        teacher_params, student_params = [], []
-        for (name, t), (_, s) in zip(self.module.named_parameters(), student.named_parameters(), strict=True):
+        # Paired by name: the student may own parts the teacher never copied (e.g. GeRSP's
+        # classifier, added after the teacher was made); every teacher parameter must exist in it.
+        student_params = dict(student.named_parameters())
+        teacher_list, student_list = [], []
+        for name, t in self.module.named_parameters():
             if name.split(".", 1)[0] in self.frozen:
                 continue
-            teacher_params.append(t)
-            student_params.append(s.detach())
-        return teacher_params, student_params
+            teacher_list.append(t)
+            student_list.append(student_params[name].detach())
+        return teacher_list, student_list
 
     @torch.no_grad()
     def update(self, student: nn.Module, step: int) -> float:

@@ -1,0 +1,24 @@
+import csv
+import time
+
+from rspretrain.config import load_config
+from rspretrain.train import load_checkpoint, pretrain
+
+
+def test_budget_fits_steps_and_finishes_the_schedule(tmp_path, data_root):
+    cfg = load_config("moco_resnet18_eurosat", {
+        "data.root": str(data_root), "data.max_per_class": 10, "data.batch_size": 16,
+        "model.image_size": 32, "model.queue_size": 32,
+        "optim.warmup_steps": 0, "trainer.max_steps": 100000, "trainer.budget_minutes": 0.25,
+        "trainer.log_every_n_steps": 1, "trainer.progress_bar": False, "trainer.out_dir": str(tmp_path / "run"),
+    })
+    start = time.perf_counter()
+    final = pretrain(cfg)
+    elapsed = time.perf_counter() - start
+    steps = load_checkpoint(final)["global_step"]
+    assert 15 < steps < 100000
+    assert elapsed < 0.25 * 60 * 1.1 + 30 + 40  # budget + hard-stop margin + set-up and saving
+    with open(tmp_path / "run" / "logs" / "metrics.csv") as f:
+        lrs = [float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")]
+    # the cosine schedule was fitted to the budget: it ends near zero, not cut off at its start
+    assert lrs[0] > 0.9 * cfg.optim.lr and lrs[-1] < 0.2 * cfg.optim.lr
