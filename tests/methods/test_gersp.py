@@ -93,6 +93,15 @@ def test_paired_dataset_cycles_the_shorter_source():
     assert paired.num_classes == 3
 
 
+def test_paired_dataset_puts_natural_images_on_the_rs_value_scale():
+    rs = _ds(4, labels=False)
+    rs.value_scale = 10000.0
+    paired = PairedDataset(rs, _ds(4))
+    batch = paired.__getitems__([3])
+    assert batch["natural_image"].dtype == torch.float32
+    assert batch["natural_image"][0, 0, 0, 0].item() == pytest.approx(3 * 10000 / 255)
+
+
 def test_paired_dataset_bad_input():
     with pytest.raises(DataError, match="no labels"):
         PairedDataset(_ds(5, labels=False), _ds(5, labels=False), natural_name="nat")

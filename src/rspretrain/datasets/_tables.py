@@ -180,3 +180,28 @@ def zip_members_by_rank(
     members = [f"{member_prefix}/{row['class_name']}/{row['filename']}" for row in rows]
     check_members(archive, members, table)
     return [ZipMember(archive, m) for m in members], labels
+
+
+@dataclass
+class SplitTable:
+    """A manifest's ``splits.csv`` + ``classes.txt`` beside its image archive, parsed and checked."""
+
+    folder: Path
+    table: Path
+    archive: Path
+    classes: list[str]
+    rows: list[TableRow]
+    labels: list[int]
+    ranks: list[int]
+
+
+def read_split_table(root: str | Path | None, folder_name: str, archive_name: str) -> SplitTable:
+    """Read ``<root>/<folder_name>/{splits.csv,classes.txt}`` (columns filename, label, class_name, split,
+    rank_in_class) and locate the archive."""
+    folder = dataset_folder(root, folder_name, "splits.csv")
+    table, classes_file = folder / "splits.csv", folder / "classes.txt"
+    classes = read_classes(classes_file)
+    rows = read_table(table, ("filename", "label", "class_name", "split", "rank_in_class"))
+    labels = check_labels(rows, classes, table, classes_file)
+    ranks = [row.integer("rank_in_class", table) for row in rows]
+    return SplitTable(folder, table, folder / archive_name, classes, rows, labels, ranks)

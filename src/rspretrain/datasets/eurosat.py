@@ -70,12 +70,9 @@ class EuroSAT(InMemoryImageDataset):
     ) -> None:
         _tables.check_split(split, self.splits, "EuroSAT")
         _tables.check_max_per_class(max_per_class, "EuroSAT")
-        folder = _tables.dataset_folder(root, self.folder, "splits.csv")
-        table, classes_file, archive = folder / "splits.csv", folder / "classes.txt", folder / self.archive_name
-        classes = _tables.read_classes(classes_file)
-        rows = _tables.read_table(table, ("filename", "label", "class_name", "split", "rank_in_class"))
-        labels = _tables.check_labels(rows, classes, table, classes_file)
-        ranks = [row.integer("rank_in_class", table) for row in rows]
+        t = _tables.read_split_table(root, self.folder, self.archive_name)
+        folder, table, archive, classes = t.folder, t.table, t.archive, t.classes
+        rows, labels, ranks = t.rows, t.labels, t.ranks
         keep = _tables.rows_in_split(rows, split, table)
         sources, labels = _tables.zip_members_by_rank(
             archive, self.member_prefix, table, rows, labels, ranks, keep, max_per_class

@@ -43,6 +43,9 @@ class PairedDataset(Dataset):
         self.length = int(length) if length else max(len(rs), len(natural))
         self.band_names = getattr(rs, "band_names", None)
         self.value_scale = getattr(rs, "value_scale", 255.0)
+        # Natural images are put on the RS source's value scale, so one conversion serves both
+        # halves of the batch (e.g. uint8 photos beside 3-band uint16 rasters).
+        self.natural_rescale = float(self.value_scale) / float(getattr(natural, "value_scale", 255.0))
         self.classes = getattr(natural, "classes", None)
         self.num_classes = len(self.classes) if self.classes else int(natural.labels.max()) + 1
 
@@ -52,7 +55,8 @@ class PairedDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         rs = self.rs.__getitems__([i % len(self.rs) for i in indices])
         nat = self.natural.__getitems__([i % len(self.natural) for i in indices])
-        return {"image": rs["image"], "natural_image": nat["image"], "natural_label": nat["label"]}
+        natural = nat["image"] if self.natural_rescale == 1.0 else nat["image"].float() * self.natural_rescale
+        return {"image": rs["image"], "natural_image": natural, "natural_label": nat["label"]}
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         batch = self.__getitems__([index])

@@ -79,12 +79,9 @@ class UCMerced(InMemoryImageDataset):
                 raise ConfigError(f"UCMerced: train_ratio must lie strictly between 0 and 1, got {train_ratio!r}")
             _tables.check_split(split, self.ratio_splits, f"UCMerced with train_ratio={train_ratio}")
         _tables.check_max_per_class(max_per_class, "UCMerced")
-        folder = _tables.dataset_folder(root, self.folder, "splits.csv")
-        table, classes_file, archive = folder / "splits.csv", folder / "classes.txt", folder / self.archive_name
-        classes = _tables.read_classes(classes_file)
-        rows = _tables.read_table(table, ("filename", "label", "class_name", "split", "rank_in_class"))
-        labels = _tables.check_labels(rows, classes, table, classes_file)
-        ranks = [row.integer("rank_in_class", table) for row in rows]
+        t = _tables.read_split_table(root, self.folder, self.archive_name)
+        folder, table, archive, classes = t.folder, t.table, t.archive, t.classes
+        rows, labels, ranks = t.rows, t.labels, t.ranks
         if train_ratio is None:
             keep = _tables.rows_in_split(rows, split, table)
         else:
