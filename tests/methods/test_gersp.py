@@ -164,3 +164,28 @@ def test_natural_source_without_labels_is_an_error(tmp_path, data_root):
     })
     with pytest.raises(DataError, match="no labels"):
         pretrain(cfg)
+
+
+def test_resume_continues_the_cosine_restart_schedule(tmp_path, data_root):
+    from rspretrain.config import load_config
+    from rspretrain.optim import lr_multiplier
+    from rspretrain.train import load_checkpoint, pretrain
+
+    def cfg(steps):
+        return load_config("gersp_resnet18_eurosat", {
+            "data.root": str(data_root), "data.max_per_class": 4, "data.batch_size": 8, "data.epoch_length": 80,
+            "model.image_size": 32, "model.queue_size": 32, "trainer.max_steps": steps, "trainer.progress_bar": False,
+            "trainer.ckpt_every_n_steps": 3, "trainer.out_dir": str(tmp_path / "run"),
+        })
+
+    pretrain(cfg(10), resume=None)
+    first = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    resumed = load_checkpoint(pretrain(cfg(15), resume=True))
+    assert first["global_step"] == 10 and resumed["global_step"] == 15
+    sched = resumed["lr_schedulers"][0]
+    assert sched["last_epoch"] == 15  # the schedule kept counting from 10, not from 0
+    c = cfg(15).optim
+    expected = c.lr * lr_multiplier(c, 15, 15)
+    assert sched["_last_lr"][0] == pytest.approx(expected, rel=1e-6)
+    # and the queue and teacher came back from the checkpoint, not re-initialised
+    assert torch.equal(first["state_dict"]["queue.pointer"], torch.tensor((10 * 8) % 32))
