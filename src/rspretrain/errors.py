@@ -21,3 +21,7 @@ class ConfigError(RSPretrainError):
 
 class BandMismatchError(RSPretrainError):
     """Input bands (count or order) do not match what a model was trained on."""
+
+
+class NonFiniteLossError(RSPretrainError):
+    """The training loss became NaN or infinite (the message names the step and the loss term)."""
