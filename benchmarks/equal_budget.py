@@ -90,7 +90,7 @@ def main() -> None:
     infos = [train_run(name, config, ov, out, args.budget_minutes, args.data_root) for name, config, ov in runs]
 
     specs = []
-    for (name, _, _), info in zip(runs, infos):
+    for name, _, _ in runs:
         method = load_method(out / name / "checkpoints" / "last.ckpt")
         bb = method.backbone_to_export().eval()
         specs.append(EncoderSpec(name, bb, method.mean, method.std, method.views.image_size, method.band_names))

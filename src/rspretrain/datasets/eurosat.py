@@ -14,7 +14,6 @@ from rspretrain.datasets import _tables
 from rspretrain.datasets.in_memory import InMemoryImageDataset
 
 
-
 class EuroSAT(InMemoryImageDataset):
     """EuroSAT RGB read straight from the stored zip archive, decoded once into memory.
 
@@ -71,12 +70,10 @@ class EuroSAT(InMemoryImageDataset):
         _tables.check_split(split, self.splits, "EuroSAT")
         _tables.check_max_per_class(max_per_class, "EuroSAT")
         t = _tables.read_split_table(root, self.folder, self.archive_name)
-        folder, table, archive, classes = t.folder, t.table, t.archive, t.classes
-        rows, labels, ranks = t.rows, t.labels, t.ranks
-        keep = _tables.rows_in_split(rows, split, table)
+        keep = _tables.rows_in_split(t.rows, split, t.table)
         sources, labels = _tables.zip_members_by_rank(
-            archive, self.member_prefix, table, rows, labels, ranks, keep, max_per_class
+            t.archive, self.member_prefix, t.table, t.rows, t.labels, t.ranks, keep, max_per_class
         )
-        self.root = folder
+        self.root = t.folder
         self.split = split
-        self._init_from_sources(sources, labels, classes, image_size, cache, skip_corrupt)
+        self._init_from_sources(sources, labels, t.classes, image_size, cache, skip_corrupt)

@@ -80,20 +80,19 @@ class UCMerced(InMemoryImageDataset):
             _tables.check_split(split, self.ratio_splits, f"UCMerced with train_ratio={train_ratio}")
         _tables.check_max_per_class(max_per_class, "UCMerced")
         t = _tables.read_split_table(root, self.folder, self.archive_name)
-        folder, table, archive, classes = t.folder, t.table, t.archive, t.classes
-        rows, labels, ranks = t.rows, t.labels, t.ranks
         if train_ratio is None:
-            keep = _tables.rows_in_split(rows, split, table)
+            keep = _tables.rows_in_split(t.rows, split, t.table)
         else:
+            labels, ranks = t.labels, t.ranks
             per_class = {label: labels.count(label) for label in set(labels)}
             # round half up (not Python's banker's rounding), so 0.5 * 25 images gives 13 training images.
             cut = {label: math.floor(float(train_ratio) * n + 0.5) for label, n in per_class.items()}
-            in_train = [ranks[p] < cut[labels[p]] for p in range(len(rows))]
-            keep = [p for p in range(len(rows)) if split == "all" or in_train[p] == (split == "train")]
+            in_train = [ranks[p] < cut[labels[p]] for p in range(len(labels))]
+            keep = [p for p in range(len(labels)) if split == "all" or in_train[p] == (split == "train")]
         sources, labels = _tables.zip_members_by_rank(
-            archive, self.member_prefix, table, rows, labels, ranks, keep, max_per_class
+            t.archive, self.member_prefix, t.table, t.rows, t.labels, t.ranks, keep, max_per_class
         )
-        self.root = folder
+        self.root = t.folder
         self.split = split
         self.train_ratio = train_ratio
-        self._init_from_sources(sources, labels, classes, image_size, cache, skip_corrupt)
+        self._init_from_sources(sources, labels, t.classes, image_size, cache, skip_corrupt)
