@@ -22,3 +22,21 @@ def test_budget_fits_steps_and_finishes_the_schedule(tmp_path, data_root):
         lrs = [float(r["train/lr"]) for r in csv.DictReader(f) if r.get("train/lr")]
     # the cosine schedule was fitted to the budget: it ends near zero, not cut off at its start
     assert lrs[0] > 0.9 * cfg.optim.lr and lrs[-1] < 0.2 * cfg.optim.lr
+
+
+def test_a_resumed_run_keeps_the_fitted_length():
+    from types import SimpleNamespace
+
+    from rspretrain.time_budget import TimeBudget
+
+    fitted = TimeBudget(1.0)
+    fitted.fitted_steps = 321
+    resumed = TimeBudget(1.0)
+    resumed.load_state_dict(fitted.state_dict())  # what Lightning does with the checkpoint's callback state
+    trainer = SimpleNamespace(global_step=50, fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(max_steps=100000)))
+    module = SimpleNamespace(schedule_total_steps=100000)
+    resumed.on_train_start(trainer, module)
+    assert trainer.fit_loop.epoch_loop.max_steps == 321 and module.schedule_total_steps == 321
+    # and it does not re-calibrate: the length stays what the interrupted run measured
+    resumed.on_train_batch_end(trainer, module, None, None, 0)
+    assert resumed.fitted_steps == 321

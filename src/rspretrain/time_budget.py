@@ -29,6 +29,15 @@ class TimeBudget(L.Callback):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self.start = time.perf_counter()
+        if self.fitted_steps is not None:  # resumed: keep the length the interrupted run fitted
+            trainer.fit_loop.epoch_loop.max_steps = self.fitted_steps
+            pl_module.schedule_total_steps = self.fitted_steps
+
+    def state_dict(self) -> dict:
+        return {"fitted_steps": self.fitted_steps}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.fitted_steps = state_dict.get("fitted_steps")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         done = trainer.global_step

@@ -7,8 +7,11 @@ checkpoints (every ``trainer.ckpt_every_n_steps`` steps, written atomically, to
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import warnings
+from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import timedelta
 from pathlib import Path
@@ -18,16 +21,22 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from rspretrain import provenance
 from rspretrain.checkpoint_io import AtomicCheckpointIO, atomic_write_text
 from rspretrain.config import RunConfig, method_parameters
 from rspretrain.datamodules.pretrain import PretrainDataModule
 from rspretrain.errors import ConfigError, DataError
+from rspretrain.rng_state import RNGStateCheckpointing
 from rspretrain.time_budget import TimeBudget
 from rspretrain.methods import PretrainMethod, get_method
 
 log = logging.getLogger("rspretrain")
+
+# Lightning cannot see that StepIndexedBatchSampler resumes by itself (it keys the data order
+# on the restored global step), so its "dataloader is not resumable" warning would mislead.
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def run_dir(cfg: RunConfig) -> Path:
@@ -40,14 +49,24 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, PretrainDataModule]:
     dm.setup("fit")
     method_cls = get_method(cfg.method)
     data_kwargs = dm.model_kwargs()
-    if "num_classes" in data_kwargs and "num_classes" not in method_parameters(method_cls):
+    accepted = method_parameters(method_cls)
+    if cfg.data.natural_dataset is None and "class_names" in data_kwargs and "class_names" not in accepted:
+        # Land-cover proportions are labels for methods that learn from them (geokr); others just see the tiles.
+        data_kwargs = {k: v for k, v in data_kwargs.items() if k not in ("num_classes", "class_names")}
+    if "num_classes" in data_kwargs and "num_classes" not in accepted:
         raise ConfigError(f"data.natural_dataset is used by methods with a supervised branch (gersp), not {cfg.method!r}")
     model = method_cls(**cfg.model, **data_kwargs, optim=asdict(cfg.optim), views=asdict(cfg.views))
     return model, dm
 
 
-def pretrain(cfg: RunConfig, resume: bool | str | None = None) -> Path:
-    """Train; returns the path of the final checkpoint (``<out_dir>/checkpoints/last.ckpt``)."""
+def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequence[L.Callback] = ()) -> Path:
+    """Train; returns the path of the final checkpoint (``<out_dir>/checkpoints/last.ckpt``).
+
+    ``resume`` continues exactly: weights, optimiser, schedule, queue and teacher come from the
+    checkpoint, the data order from the step (:class:`StepIndexedBatchSampler`) and the
+    augmentation stream from the saved RNG states (:class:`RNGStateCheckpointing`).
+    ``callbacks`` are added to the trainer's (e.g. monitors in tests and benchmarks).
+    """
     out = run_dir(cfg)
     ckpt_dir = out / "checkpoints"
     ckpt_path = None
@@ -63,7 +82,7 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None) -> Path:
     atomic_write_text(out / "provenance.json", json.dumps(record, indent=2) + "\n")
     model.provenance = record  # saved inside every checkpoint (see PretrainMethod.on_save_checkpoint)
     t = cfg.trainer
-    callbacks: list[L.Callback] = []
+    callbacks = [*callbacks, RNGStateCheckpointing()]
     max_minutes = t.max_time_minutes
     if t.budget_minutes:
         # Equal wall-clock budget: max_steps becomes an upper bound; the steps that fit are measured.
@@ -78,7 +97,7 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None) -> Path:
         num_nodes=t.num_nodes,
         strategy=t.strategy,
         precision=t.precision,
-        logger=[CSVLogger(out, name="logs", version=""), TensorBoardLogger(out, name="logs", version="")],
+        logger=[_csv_logger(out, ckpt_path), TensorBoardLogger(out, name="logs", version="")],
         callbacks=callbacks
         + [
             ModelCheckpoint(
@@ -90,6 +109,7 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None) -> Path:
             )
         ],
         plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # StepIndexedBatchSampler shards the global batch itself
         log_every_n_steps=t.log_every_n_steps,
         enable_progress_bar=t.progress_bar,
         limit_val_batches=0,
@@ -102,6 +122,30 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None) -> Path:
     if trainer.is_global_zero:
         log.info("final checkpoint: %s (step %d)", final, trainer.global_step)
     return final
+
+
+def _csv_logger(out: Path, resume_from: Path | None) -> CSVLogger:
+    """``logs/metrics.csv``; on resume it keeps the rows of the steps the checkpoint holds.
+
+    Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts; a resumed run
+    would lose its history. The rows logged before the checkpoint's step are read first and
+    written back (rows after it were lost with the kill and are logged again).
+    """
+    logger = CSVLogger(out, name="logs", version="")
+    path = Path(logger.log_dir) / "metrics.csv"
+    if resume_from is None or not path.is_file() or rank_zero_only.rank != 0:
+        return logger
+    step = int(torch.load(resume_from, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        keys, rows = list(reader.fieldnames or []), [r for r in reader if r.get("step") and int(r["step"]) < step]
+    writer = logger.experiment  # this removes the old file
+    with open(writer.metrics_file_path, "w", newline="") as f:
+        out_csv = csv.DictWriter(f, fieldnames=keys)
+        out_csv.writeheader()
+        out_csv.writerows(rows)
+    writer.metrics_keys = keys
+    return logger
 
 
 def load_checkpoint(path: str | Path) -> dict:

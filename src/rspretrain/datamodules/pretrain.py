@@ -14,6 +14,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from rspretrain.datamodules.step_indexed_sampler import StepIndexedBatchSampler
 from rspretrain.errors import DataError
 
 
@@ -68,6 +69,8 @@ class PretrainDataModule(L.LightningDataModule):
             with the RS images (GeRSP); batches then also hold "natural_image"/"natural_label".
         natural_split: its split.
         epoch_length: items per epoch of the pairing (default: the larger source).
+        dataset_options: further keyword arguments of the dataset (e.g. for ``"landcover:PATH"``: ``land_cover``,
+            ``scheme``, ``tile``, ``stride``; see :func:`rspretrain.datasets.build_dataset`).
         seed: shuffling seed.
     """
 
@@ -85,6 +88,7 @@ class PretrainDataModule(L.LightningDataModule):
         natural_dataset: str | None = None,
         natural_split: str = "train",
         epoch_length: int | None = None,
+        dataset_options: dict[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -93,6 +97,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.skip_corrupt, self.stats_max_images, self.seed = skip_corrupt, stats_max_images, seed
         self.natural_spec, self.natural_split, self.epoch_length = natural_dataset, natural_split, epoch_length
+        self.dataset_options = dict(dataset_options or {})
         self.dataset = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -100,7 +105,8 @@ class PretrainDataModule(L.LightningDataModule):
             return
         from rspretrain.datasets import build_dataset
 
-        kwargs: dict[str, Any] = {"skip_corrupt": self.skip_corrupt}
+        # skip_corrupt only when asked: rasters have nothing to skip and take no such option.
+        kwargs: dict[str, Any] = {**self.dataset_options, **({"skip_corrupt": True} if self.skip_corrupt else {})}
         if self.max_per_class is not None:
             kwargs["max_per_class"] = self.max_per_class
         self.dataset = build_dataset(self.spec, root=self.root, split=self.split, image_size=self.image_size, **kwargs)
@@ -142,17 +148,29 @@ class PretrainDataModule(L.LightningDataModule):
         }
         if self.natural_spec is not None:
             kwargs["num_classes"] = self.dataset.num_classes
+        elif getattr(self.dataset, "target_kind", None) == "proportions":  # land-cover tiles (GeoKR's labels)
+            kwargs["num_classes"] = self.dataset.num_classes
+            kwargs["class_names"] = tuple(self.dataset.classes)
         return kwargs
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
+        trainer = self.trainer
+        sampler = StepIndexedBatchSampler(
+            len(self.dataset),
+            self.batch_size,
+            seed=self.seed,
+            # The trainer's step is the data position, so a resumed run continues the same order.
+            position=(lambda: trainer.global_step) if trainer is not None else (lambda: 0),
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            name=str(self.spec),
+        )
         return DataLoader(
             self.dataset,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
+            batch_sampler=sampler,
             num_workers=self.num_workers,
             collate_fn=batch_as_is,
-            generator=generator,
+            # Worker seeds come from this generator, not the global RNG the views draw from.
+            generator=torch.Generator().manual_seed(self.seed),
             persistent_workers=self.num_workers > 0,
         )
