@@ -43,6 +43,8 @@ class DataConfig:
     natural_dataset: str | None = None
     natural_split: str = "train"
     epoch_length: int | None = None
+    #: Further keyword arguments of the dataset (e.g. ``landcover:`` tiles: land_cover, scheme, tile, stride).
+    dataset_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,6 +54,7 @@ class TrainerConfig:
     max_steps: int = 1000
     max_time_minutes: float | None = None
     budget_minutes: float | None = None
+    budget_clock: str = "wall"  # wall | cpu (process CPU time: fair on a shared machine)
     out_dir: str | None = None
     ckpt_every_n_steps: int = 100
     log_every_n_steps: int = 10
@@ -72,7 +75,8 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: dict[str, Any] = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    views: ViewsConfig = field(default_factory=ViewsConfig)
+    #: The chosen method's view-recipe dataclass (``method_cls.views_config_class``; MoCo v2's by default).
+    views: Any = field(default_factory=ViewsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -248,7 +252,7 @@ def build_run_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
         data=build_dataclass(DataConfig, raw.get("data") or {}, "data"),
         model=validate_model_section(method_cls, raw.get("model") or {}),
         optim=build_dataclass(OptimConfig, raw.get("optim") or {}, "optim"),
-        views=build_dataclass(ViewsConfig, raw.get("views") or {}, "views"),
+        views=build_dataclass(method_cls.views_config_class, raw.get("views") or {}, "views"),
         trainer=build_dataclass(TrainerConfig, raw.get("trainer") or {}, "trainer"),
     )
 

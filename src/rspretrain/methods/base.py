@@ -23,7 +23,7 @@ from rspretrain.views.moco_v2 import MoCoV2Views, ViewsConfig, rgb_indices
 from rspretrain.errors import ConfigError, NonFiniteLossError
 
 #: Hyperparameters a run config's ``model:`` section may not set: they come from the data.
-DATA_DERIVED = ("in_chans", "band_names", "mean", "std", "value_scale", "num_classes")
+DATA_DERIVED = ("in_chans", "band_names", "mean", "std", "value_scale", "num_classes", "class_names")
 
 
 class PretrainMethod(L.LightningModule):
@@ -37,10 +37,15 @@ class PretrainMethod(L.LightningModule):
         mean, std: per-band statistics in the [0, 1] value range (default 0.5 / 0.25).
         value_scale: divisor mapping raw values to [0, 1] (255 for uint8 images).
         optim: the ``optim:`` config section (see :class:`rspretrain.optim.OptimConfig`).
-        views: the ``views:`` config section (see :class:`rspretrain.views.moco_v2.ViewsConfig`).
+        views: the ``views:`` config section, parsed into :attr:`views_config_class` (MoCo v2's
+            :class:`rspretrain.views.moco_v2.ViewsConfig` unless the method has its own recipe).
+        backbone_kwargs: further ``timm.create_model`` kwargs of the backbone (e.g.
+            ``drop_path_rate``, ``window_size``); saved in exports, so the backbone reloads as built.
     """
 
     method_name: ClassVar[str] = "base"
+    #: The dataclass of the ``views:`` config section: each method's view recipe has its own defaults.
+    views_config_class: ClassVar[type] = ViewsConfig
     #: Which network the exported backbone comes from ("student" or "teacher").
     export_from: ClassVar[str] = "student"
 
@@ -55,6 +60,7 @@ class PretrainMethod(L.LightningModule):
         value_scale: float = 255.0,
         optim: dict[str, Any] | None = None,
         views: dict[str, Any] | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.mean = tuple(float(m) for m in (mean if mean is not None else [0.5] * in_chans))
@@ -65,11 +71,16 @@ class PretrainMethod(L.LightningModule):
         self.optim_cfg = _section(OptimConfig, optim, "optim")
         if self.optim_cfg.schedule not in SCHEDULES:
             raise ConfigError(f"optim.schedule: {self.optim_cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        self.views_cfg = _section(ViewsConfig, views, "views")
-        self.views = MoCoV2Views(
-            image_size, self.mean, self.std, value_scale, rgb_indices(self.band_names, in_chans), self.views_cfg
+        self.views_cfg = _section(self.views_config_class, views, "views")
+        self.student = nn.ModuleDict(
+            {"backbone": Backbone(backbone, in_chans=in_chans, image_size=image_size, timm_kwargs=backbone_kwargs)}
         )
-        self.student = nn.ModuleDict({"backbone": Backbone(backbone, in_chans=in_chans, image_size=image_size)})
+        self.views = self.build_views(image_size, value_scale, rgb_indices(self.band_names, in_chans))
+
+    def build_views(self, image_size: int, value_scale: float, rgb: Sequence[int] | None) -> nn.Module:
+        """The view maker (MoCo v2's recipe here); called once the backbone exists, so a recipe may
+        depend on it (CMID's masks and cell grids follow the backbone's strides)."""
+        return MoCoV2Views(image_size, self.mean, self.std, value_scale, rgb, self.views_cfg)
 
     # -- parts -----------------------------------------------------------------------------------
     @property

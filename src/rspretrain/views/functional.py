@@ -197,6 +197,7 @@ def gaussian_blur(
     p: float = 0.5,
     kernel_size: int | None = None,
     generator: torch.Generator | None = None,
+    kernel_sizes: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Gaussian blur with per-sample sigma, applied with probability ``p`` (MoCo v2 / SimCLR).
 
@@ -205,17 +206,29 @@ def gaussian_blur(
     below 0.3 % of the centre, so the result is the same blur at about half the cost. Only the
     samples drawn for blurring are convolved; one separable grouped convolution does all of
     them, every band.
+
+    ``kernel_sizes=(lo, hi)`` draws each sample's (odd) kernel side uniformly from lo..hi, as
+    albumentations' ``GaussianBlur(blur_limit=(lo, hi))`` (CMID's strong view: 3-7): the
+    Gaussian is truncated to that side and renormalised, inside one ``hi``-wide convolution.
     """
     b, c, h, w = images.shape
     apply = _bernoulli(p, b, images.device, generator)
     s = _uniform(sigma[0], sigma[1], b, images.device, generator).to(images.dtype)
+    if kernel_sizes is not None:
+        lo, hi = (kernel_sizes[0] - 1) // 2, (kernel_sizes[1] - 1) // 2  # half-widths
+        half = torch.randint(lo, hi + 1, (b,), device=images.device, generator=generator)
     idx = apply.nonzero().squeeze(1)
     n = idx.numel()
     if n == 0:
         return images
-    k = kernel_size or min(max(3, int(0.1 * min(h, w)) // 2 * 2 + 1), 2 * math.ceil(3 * sigma[1]) + 1)
+    if kernel_sizes is not None:
+        k = 2 * hi + 1
+    else:
+        k = kernel_size or min(max(3, int(0.1 * min(h, w)) // 2 * 2 + 1), 2 * math.ceil(3 * sigma[1]) + 1)
     xs = torch.arange(k, dtype=images.dtype, device=images.device) - (k - 1) / 2
     kernel = torch.exp(-(xs.view(1, -1) ** 2) / (2 * s[idx].view(-1, 1) ** 2))
+    if kernel_sizes is not None:
+        kernel = kernel * (xs.abs().view(1, -1) <= half[idx].view(-1, 1)).to(kernel.dtype)
     kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (n, k)
     weight = kernel.repeat_interleave(c, dim=0)  # (n*C, k): one kernel per (sample, band)
     x = images[idx].reshape(1, n * c, h, w)
@@ -224,6 +237,56 @@ def gaussian_blur(
     x = F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), weight.view(n * c, 1, k, 1), groups=n * c)
     out = images.clone()
     out[idx] = x.view(n, c, h, w)
+    return out
+
+
+def gaussian_noise(
+    images: torch.Tensor,
+    variance: tuple[float, float] = (10 / 255**2, 50 / 255**2),
+    p: float = 0.5,
+    rgb: Sequence[int] | None = (0, 1, 2),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Additive zero-mean Gaussian noise with probability ``p`` (albumentations' ``GaussNoise``).
+
+    Each chosen sample draws its variance uniformly from ``variance`` (in [0, 1]-scaled units;
+    the default is albumentations' 10-50 on the 0-255 scale) and gets independent noise on every
+    pixel and band: sensor noise makes sense for any band. As albumentations clips uint8 images,
+    the ``rgb`` bands are clamped to [0, 1]; other bands are left unclamped.
+    """
+    b = images.shape[0]
+    apply = _bernoulli(p, b, images.device, generator)
+    std = _uniform(variance[0], variance[1], b, images.device, generator).sqrt().to(images.dtype)
+    noise = torch.randn(images.shape, device=images.device, dtype=images.dtype, generator=generator)
+    out = images + noise * _per_sample(std * apply.to(images.dtype))
+    if rgb is not None:
+        idx = list(rgb)
+        out[:, idx] = out[:, idx].clamp(0.0, 1.0)
+    return out
+
+
+def solarize(
+    images: torch.Tensor,
+    threshold: float = 128 / 255,
+    p: float = 0.2,
+    rgb: Sequence[int] | None = (0, 1, 2),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Invert (``1 - x``) the values at or above ``threshold``, with probability ``p`` (BYOL;
+    albumentations' ``Solarize``, threshold 128 of 255).
+
+    Band-safe: only the ``rgb`` bands, whose values lie in [0, 1], are solarised; other bands
+    (reflectances that can exceed 1) are left alone, and nothing happens when ``rgb`` is None.
+    """
+    b = images.shape[0]
+    apply = _bernoulli(p, b, images.device, generator)
+    if rgb is None or not bool(apply.any()):
+        return images
+    idx = list(rgb)
+    out = images.clone()
+    bands = out[:, idx]
+    flip = (bands >= threshold) & apply.view(b, 1, 1, 1)
+    out[:, idx] = torch.where(flip, 1.0 - bands, bands)
     return out
 
 
@@ -239,3 +302,38 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 def to_float(images: torch.Tensor, value_scale: float = 255.0) -> torch.Tensor:
     """uint8 or raw-valued images to float32 in about [0, 1] (divide by the dataset's ``value_scale``)."""
     return images.to(torch.float32).div_(value_scale)
+
+
+def random_flip_rot90(
+    images: torch.Tensor,
+    hflip_p: float = 0.5,
+    vflip_p: float = 0.5,
+    rot90_p: float = 0.5,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-sample horizontal flip, vertical flip, then rotation by a multiple of 90 degrees (square images).
+
+    As GeoKR's augmentation (W. Li et al., IEEE TGRS 60, 2022; official ``classification_transforms.py``): each
+    flip with its probability, then with probability ``rot90_p`` a rotation by k x 90 degrees with k uniform in
+    {0, 1, 2, 3} (so no rotation happens with probability ``1 - 0.75 * rot90_p``). These are exact pixel
+    permutations: no resampling, every band, and the set of pixel values is unchanged.
+    """
+    b, _, h, w = images.shape
+    device = images.device
+    out = images
+    for p, dim in ((hflip_p, 3), (vflip_p, 2)):
+        if p > 0:
+            flip = _bernoulli(p, b, device, generator).view(b, 1, 1, 1)
+            out = torch.where(flip, out.flip(dim), out)
+    if rot90_p > 0:
+        if h != w:
+            raise ValueError(f"rot90 needs square images, got {h}x{w}")
+        apply = _bernoulli(rot90_p, b, device, generator)
+        k = torch.randint(0, 4, (b,), device=device, generator=generator) * apply
+        rotated = out.clone() if out is images else out
+        for turns in (1, 2, 3):
+            idx = (k == turns).nonzero().squeeze(1)
+            if idx.numel():
+                rotated[idx] = torch.rot90(out[idx], turns, dims=(2, 3))
+        out = rotated
+    return out
