@@ -221,3 +221,31 @@ def test_dataloader_and_spec(zion_files):
     stacked = torch.stack([tiles[i]["image"] for i in range(len(tiles))])
     assert torch.equal(torch.cat([b["image"] for b in batches]), stacked)
     assert batches[0]["image"].shape == (16, 4, 128, 128)
+
+
+def test_value_scale_follows_the_dtype_unless_given(zion, data_root, tmp_path):
+    assert RasterTiles(zion, tile=256).value_scale == 65535.0  # uint16 Landsat DN
+    rgb = read_raster(data_root / "geotiff_samples" / "rasterio_RGB.byte.tif")
+    assert RasterTiles(rgb, tile=64, max_nodata_fraction=1.0).value_scale == 255.0
+    s2 = read_raster(data_root / "sen1floods11_sample" / "Spain_7370579_S2Hand.tif")
+    assert RasterTiles(s2, tile=256, value_scale=10000).value_scale == 10000.0  # reflectance x 10000
+    floats = read_raster(_write(tmp_path / "f.tif", np.zeros((1, 8, 8), np.float32)))
+    assert RasterTiles(floats, tile=4).value_scale == 1.0
+    with pytest.raises(ConfigError, match="value_scale must be > 0"):
+        RasterTiles(zion, tile=256, value_scale=0)
+
+
+def test_within_keeps_the_tiles_inside_a_region(zion):
+    west, south, east, north = rasterio.transform.array_bounds(zion.height, zion.width, zion.transform)
+    middle = west + 30.0 * 564
+    left = RasterTiles(zion, tile=64, stride=48, within=(west, south, middle, north))
+    right = RasterTiles(zion, tile=64, stride=48, within=(middle + 30.0 * 64, south, east, north))
+    assert (left.bounds[:, 2] <= middle).all() and (right.bounds[:, 0] >= middle + 30.0 * 64).all()
+    assert len(left) == 11 * 29 and len(right) == 9 * 29 and left.dropped == right.dropped == 0
+    everything = RasterTiles(zion, tile=64, stride=48)
+    assert len(everything) == 23 * 29 > len(left) + len(right)  # the gap's tiles belong to neither region
+    assert torch.equal(left[0]["image"], everything[0]["image"])
+    with pytest.raises(DataError, match="no 64x64 px tile lies within"):
+        RasterTiles(zion, tile=64, within=(0, 0, 10, 10))
+    with pytest.raises(ConfigError, match="within must be"):
+        RasterTiles(zion, tile=64, within=(1, 2, 0, 3))

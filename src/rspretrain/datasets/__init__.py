@@ -3,7 +3,8 @@
 Image-file datasets decode every image once into one ``uint8`` tensor (:class:`InMemoryImageDataset`, cached on disk
 under ``$RSPRETRAIN_CACHE``); samples are dicts ``{"image": ..., "label": ...}``, and ``__getitems__`` returns a whole
 batch, so DataLoaders take ``collate_fn=collate_batched``. Multispectral GeoTIFFs go through :func:`read_raster`
-and :class:`RasterTiles`. :func:`build_dataset` builds any of them from a spec string.
+and :class:`RasterTiles`; :class:`LandCoverTiles` adds the land-cover class proportions of each tile's footprint
+(GeoKR's labels, :mod:`rspretrain.datasets.land_cover`). :func:`build_dataset` builds any of them from a spec string.
 """
 
 from rspretrain.datasets.build import SPEC_FORMS, build_dataset
@@ -13,6 +14,16 @@ from rspretrain.datasets.data_root import default_data_root
 from rspretrain.datasets.decode import ZipMember, decode_images
 from rspretrain.datasets.eurosat import EuroSAT
 from rspretrain.datasets.in_memory import RGB_BANDS, InMemoryImageDataset, load_images
+from rspretrain.datasets.land_cover import (
+    DominantClassTiles,
+    LandCoverLabels,
+    LandCoverScheme,
+    LandCoverTiles,
+    available_schemes,
+    land_cover_proportions,
+    load_scheme,
+    read_land_cover_labels,
+)
 from rspretrain.datasets.rasters import Raster, RasterTiles, read_raster
 from rspretrain.datasets.scene_folder import SceneFolder, split_indices
 from rspretrain.datasets.ucmerced import UCMerced
@@ -20,8 +31,12 @@ from rspretrain.datasets.unlabeled import UnlabeledImages
 
 __all__ = [
     "CIFAR10Subset",
+    "DominantClassTiles",
     "EuroSAT",
     "InMemoryImageDataset",
+    "LandCoverLabels",
+    "LandCoverScheme",
+    "LandCoverTiles",
     "RGB_BANDS",
     "Raster",
     "RasterTiles",
@@ -29,12 +44,16 @@ __all__ = [
     "SceneFolder",
     "UCMerced",
     "UnlabeledImages",
+    "available_schemes",
     "ZipMember",
     "build_dataset",
     "collate_batched",
     "decode_images",
     "default_data_root",
+    "land_cover_proportions",
     "load_images",
+    "load_scheme",
+    "read_land_cover_labels",
     "read_raster",
     "split_indices",
 ]

@@ -10,6 +10,7 @@ from torch.utils.data import Dataset
 
 from rspretrain.datasets.cifar10 import CIFAR10Subset
 from rspretrain.datasets.eurosat import EuroSAT
+from rspretrain.datasets.land_cover import LandCoverTiles
 from rspretrain.datasets.rasters import RasterTiles, read_raster
 from rspretrain.datasets.scene_folder import SceneFolder, split_indices
 from rspretrain.datasets.ucmerced import UCMerced
@@ -24,11 +25,12 @@ SPEC_FORMS = (
     "folder:PATH",
     "unlabeled:PATH",
     "geotiff:PATH[,PATH...]",
+    "landcover:PATH[,PATH...]",
 )
 
 
 #: Parameters that build_dataset sets itself (from the spec, root, split, image_size), never from **kwargs.
-_RESERVED = frozenset({"self", "root", "split", "image_size", "path", "source", "paths", "raster", "dataset"})
+_RESERVED = frozenset({"self", "root", "split", "image_size", "path", "source", "paths", "raster", "dataset", "images"})
 
 
 def _options(spec: str, functions: tuple[Callable, ...], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -46,6 +48,20 @@ def _options(spec: str, functions: tuple[Callable, ...], kwargs: dict[str, Any])
             f"accepted: {', '.join(sorted(set(accepted)))}"
         )
     return parts
+
+
+def _data_path(path: str | Path, root: str | Path | None) -> Path:
+    """``path`` as written if it exists (or is absolute), else under the data root (``root`` or the default)."""
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    from rspretrain.datasets.data_root import default_data_root
+
+    try:
+        base = Path(root).expanduser() if root is not None else default_data_root()
+    except DataError:
+        return path  # no data root either: the reader reports the path as written
+    return path if not (base / path).exists() else base / path
 
 
 def _whole_only(spec: str, split: str) -> None:
@@ -79,6 +95,13 @@ def build_dataset(
       :func:`~rspretrain.datasets.read_raster` of the files (stacked when several); kwargs ``tile`` (default
       ``image_size`` or 64), ``stride``, ``max_nodata_fraction``, ``band_names``, ``require_crs``,
       ``expected_bands``; split ``"train"`` or ``"all"``.
+    * ``"landcover:PATH[,PATH...]"`` -> :class:`~rspretrain.datasets.land_cover.LandCoverTiles`: the GeoTIFF tiles
+      with the class proportions of a land-cover product over each footprint (GeoKR's labels); kwargs
+      ``land_cover`` (product raster) + ``scheme`` (``nlcd8``, ``globeland30``, ... or a CSV), or ``labels`` (a
+      Parquet file of ``rspretrain landcover-labels``), ``min_land_cover_fraction``, ``supersample``, and the
+      ``geotiff:`` kwargs plus ``value_scale``, ``within``. Relative paths that do not exist from the current folder
+      are looked up under ``root`` (default: the shared data root), so shipped configs name files in
+      ``shared/data``. Split ``"train"`` or ``"all"``.
 
     Other keyword arguments go to the dataset's constructor (the common ones: ``cache``, ``skip_corrupt``).
 
@@ -94,6 +117,17 @@ def build_dataset(
         if image_size is not None or cls is not UCMerced:
             options["image_size"] = image_size  # UCMerced keeps its 256 default unless a size is given
         return cls(root=root, split=split, **options)
+    if sep and argument.strip() and kind == "landcover":
+        _whole_only(spec, split)
+        (options,) = _options(spec, (LandCoverTiles.from_files,), kwargs)
+        if image_size is not None:
+            if options.setdefault("tile", image_size) != image_size:
+                raise ConfigError(f"dataset {spec!r}: tile={options['tile']} contradicts image_size={image_size}")
+        for key in ("land_cover", "labels"):
+            if options.get(key) is not None:
+                options[key] = _data_path(options[key], root)
+        images = [_data_path(p.strip(), root) for p in argument.split(",") if p.strip()]
+        return LandCoverTiles.from_files(images, **options)
     if sep and argument.strip() and kind in ("folder", "unlabeled", "geotiff"):
         if kind == "folder":
             scene_options, split_options = _options(spec, (SceneFolder.__init__, split_indices), kwargs)

@@ -246,6 +246,14 @@ def _band_names(
     return tuple(names)
 
 
+def default_value_scale(dtype: np.dtype) -> float:
+    """The raw value that maps to 1.0 for a dtype: its maximum for integers (255, 65535, ...), 1.0 for floats."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    return 1.0
+
+
 class RasterTiles(Dataset):
     """Square tiles of a :class:`Raster` on a regular grid, as float32 tensors of the raw pixel values.
 
@@ -266,16 +274,22 @@ class RasterTiles(Dataset):
         tile: tile height and width in pixels.
         stride: step between tile origins; None means ``tile`` (no overlap).
         max_nodata_fraction: largest fraction of nodata pixels a kept tile may have (0 keeps only complete tiles).
+        value_scale: the raw value that maps to 1.0 (views and band statistics divide by it); None chooses it from
+            the dtype: the largest value of an integer dtype (255 for uint8, 65535 for uint16 Landsat DN), 1.0 for
+            floats. Pass it for scaled reflectances (e.g. 10000 for Sentinel-2 L1C/L2A).
+        within: ``(minx, miny, maxx, maxy)`` in the raster CRS: keep only tiles whose footprint lies inside it (to
+            cut spatially disjoint regions of one scene); tiles outside are not requested, so not counted as dropped.
 
     Attributes:
         raster: the source raster.
         band_names: its band names.
+        value_scale: see ``value_scale``.
         windows: int64 array ``(N, 2)`` of the kept tiles' (row, col) origins.
         dropped: number of tiles dropped for too much nodata.
 
     Raises:
-        ConfigError: invalid ``tile``, ``stride`` or ``max_nodata_fraction``.
-        DataError: the raster is smaller than one tile, or every tile has too much nodata.
+        ConfigError: invalid ``tile``, ``stride``, ``max_nodata_fraction``, ``value_scale`` or ``within``.
+        DataError: the raster is smaller than one tile, or every (requested) tile has too much nodata.
     """
 
     def __init__(
@@ -284,6 +298,8 @@ class RasterTiles(Dataset):
         tile: int = 64,
         stride: int | None = None,
         max_nodata_fraction: float = 0.0,
+        value_scale: float | None = None,
+        within: Sequence[float] | None = None,
     ) -> None:
         stride = tile if stride is None else stride
         for name, value in (("tile", tile), ("stride", stride)):
@@ -291,6 +307,12 @@ class RasterTiles(Dataset):
                 raise ConfigError(f"RasterTiles: {name} must be a positive integer, got {value!r}")
         if not 0.0 <= float(max_nodata_fraction) <= 1.0:
             raise ConfigError(f"RasterTiles: max_nodata_fraction must lie in [0, 1], got {max_nodata_fraction!r}")
+        if value_scale is not None and not float(value_scale) > 0:
+            raise ConfigError(f"RasterTiles: value_scale must be > 0, got {value_scale!r}")
+        if within is not None:
+            within = tuple(float(v) for v in within)
+            if len(within) != 4 or not (within[0] < within[2] and within[1] < within[3]):
+                raise ConfigError(f"RasterTiles: within must be (minx, miny, maxx, maxy) with min < max, got {within!r}")
         height, width = raster.height, raster.width
         if height < tile or width < tile:
             raise DataError(f"{raster.path}: raster is {height}x{width} px, smaller than one {tile}x{tile} tile")
@@ -309,24 +331,35 @@ class RasterTiles(Dataset):
         r, c = np.meshgrid(rows, cols, indexing="ij")
         r, c = r.ravel(), c.ravel()
         missing = table[r + tile, c + tile] - table[r, c + tile] - table[r + tile, c] + table[r, c]
-        keep = missing <= self.max_nodata_fraction * tile * tile + 1e-9
-        self.dropped = int((~keep).sum())
+        # Tile corners in CRS coordinates (x = a col + b row + c, y = d col + e row + f, written out so it is
+        # vectorised); min/max over the four corners is right for rotated transforms too.
+        a, b, c0, d, e, f0 = tuple(raster.transform)[:6]
+        corner_cols = c[None, :] + np.array([0, tile, 0, tile])[:, None]
+        corner_rows = r[None, :] + np.array([0, 0, tile, tile])[:, None]
+        xs = a * corner_cols + b * corner_rows + c0
+        ys = d * corner_cols + e * corner_rows + f0
+        bounds = np.stack([xs.min(0), ys.min(0), xs.max(0), ys.max(0)], axis=1)
+        requested = np.ones(len(r), dtype=bool)
+        if within is not None:
+            requested = (
+                (bounds[:, 0] >= within[0]) & (bounds[:, 1] >= within[1])
+                & (bounds[:, 2] <= within[2]) & (bounds[:, 3] <= within[3])
+            )  # fmt: skip
+            if not requested.any():
+                raise DataError(f"{raster.path}: no {tile}x{tile} px tile lies within {within}")
+        self.within = within
+        complete = missing <= self.max_nodata_fraction * tile * tile + 1e-9
+        keep = requested & complete
+        self.dropped = int((requested & ~complete).sum())
         if not keep.any():
             raise DataError(
-                f"{raster.path}: all {len(keep)} tiles of {tile}x{tile} px have more than "
+                f"{raster.path}: all {int(requested.sum())} tiles of {tile}x{tile} px have more than "
                 f"{self.max_nodata_fraction:.0%} nodata pixels; raise max_nodata_fraction"
             )
         self.windows = np.stack([r[keep], c[keep]], axis=1).astype(np.int64)
         self._valid_fraction = 1.0 - missing[keep] / float(tile * tile)
-
-        # Tile corners in CRS coordinates (x = a col + b row + c, y = d col + e row + f, written out so it is
-        # vectorised); min/max over the four corners is right for rotated transforms too.
-        a, b, c0, d, e, f0 = tuple(raster.transform)[:6]
-        cols = self.windows[:, 1][None, :] + np.array([0, tile, 0, tile])[:, None]
-        rows = self.windows[:, 0][None, :] + np.array([0, 0, tile, tile])[:, None]
-        xs = a * cols + b * rows + c0
-        ys = d * cols + e * rows + f0
-        self._bounds = np.stack([xs.min(0), ys.min(0), xs.max(0), ys.max(0)], axis=1)
+        self._bounds = bounds[keep]
+        self.value_scale = float(value_scale) if value_scale is not None else default_value_scale(raster.dtype)
         self.crs = raster.crs
         self._crs_string = raster.crs.to_string() if raster.crs is not None else ""
 
@@ -336,6 +369,11 @@ class RasterTiles(Dataset):
 
     def __len__(self) -> int:
         return len(self.windows)
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """float64 ``(N, 4)``: every kept tile's ``(minx, miny, maxx, maxy)`` in the raster CRS (a copy)."""
+        return self._bounds.copy()
 
     def _index(self, indices: Sequence[int]) -> np.ndarray:
         index = np.asarray(indices, dtype=np.int64).reshape(-1)

@@ -5,7 +5,8 @@ The teacher is a copy of a student module whose parameters follow
 ``m`` is the only thing that differs between methods:
 
 - constant ``m`` (MoCo [0], GeRSP: 0.999);
-- cosine from ``base`` to ``final`` over training (BYOL [1], CMID: 0.996 -> 1).
+- cosine from ``base`` to ``final`` over training (BYOL [1], CMID: 0.996 -> 1);
+- sparse: ``alpha`` at a few growing intervals, no update in between (GeoKR [2]: 0.95).
 
 Buffers (BatchNorm running statistics) are not averaged: as in MoCo, the teacher keeps the
 running statistics of its own forward passes.
@@ -13,6 +14,7 @@ running statistics of its own forward passes.
 References:
     - [0] MoCo, He et al. 2020, https://arxiv.org/abs/1911.05722
     - [1] BYOL, Grill et al. 2020, https://arxiv.org/abs/2006.07733
+    - [2] GeoKR, Li et al., IEEE TGRS 60, 2022, https://arxiv.org/abs/2107.05276
 """
 
 from __future__ import annotations
@@ -46,6 +48,69 @@ class CosineMomentum:
     def __call__(self, step: int) -> float:
         progress = min(max(step, 0), self.total_steps) / self.total_steps
         return self.final - (self.final - self.base) * (math.cos(math.pi * progress) + 1.0) / 2.0
+
+
+class SparseMomentum:
+    """GeoKR's teacher update [2]: ``m = alpha`` at a few iterations that grow apart, ``m = 1`` (no update) otherwise.
+
+    The official loop (``GeoKR/interface/interface_representation.py``) counts iterations from 1, and after the
+    optimiser step of iteration ``i`` updates the teacher when ``i % period == 1``; the period starts at
+    ``intervals[0]``, and after every update becomes the next entry of ``intervals`` (the first entry again, then
+    the others), staying at the last one; every period is scaled to ``int(interval / batch_size * 16)``. With the
+    released ``intervals = (500, 10500, 20500, 30500)`` and batch 8 the teacher is updated at iterations 1, 1001,
+    21001, 41001, 61001, 122001, 183001, ... (METHODS.md §3.4). This class reproduces that rule exactly, as a pure
+    function of the iteration, so it survives a resume.
+
+    ``step`` is the number of optimiser steps done, i.e. the official 1-based iteration when the update runs after
+    the optimiser step (Lightning's ``global_step`` in ``on_train_batch_end``).
+
+    Args:
+        alpha: the momentum of an update (0.95).
+        intervals: the period list before scaling.
+        batch_size: the training batch size (global, over all devices).
+        reference_batch_size: the batch size the intervals are written for (16: the official ``/ batch * 16``).
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.95,
+        intervals: tuple[int, ...] = (500, 10500, 20500, 30500),
+        batch_size: int = 8,
+        reference_batch_size: int = 16,
+    ) -> None:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        if not intervals or batch_size < 1:
+            raise ValueError(f"need at least one interval and batch_size >= 1, got {intervals}, {batch_size}")
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.intervals = tuple(int(i) for i in intervals)
+        # Periods of 1 would never fire (i % 1 == 0): the official code divides without a guard; we keep 2 apart.
+        periods = [max(2, int(i / batch_size * reference_batch_size)) for i in self.intervals]
+        self.periods = (periods[0], *periods)  # the first period is used twice (before and after iteration 1)
+        self._fires: list[int] = [1]
+
+    def _extend(self, step: int) -> None:
+        while self._fires[-1] < step:
+            period = self.periods[min(len(self._fires), len(self.periods) - 1)]
+            last = self._fires[-1]
+            # The next iteration after `last` with i % period == 1.
+            self._fires.append(last + 1 + (1 - (last + 1)) % period)
+
+    def fires(self, step: int) -> bool:
+        """True if the teacher is updated after iteration ``step`` (1-based)."""
+        if step < 1:
+            return False
+        self._extend(step)
+        return step in self._fires
+
+    def update_steps(self, last: int) -> list[int]:
+        """All iterations up to ``last`` at which the teacher is updated."""
+        self._extend(last)
+        return [s for s in self._fires if s <= last]
+
+    def __call__(self, step: int) -> float:
+        return self.alpha if self.fires(step) else 1.0
 
 
 MomentumSchedule = Callable[[int], float]
