@@ -29,20 +29,26 @@ META_KEY = "rspretrain"
 
 def export_backbone(method, path: str | Path, source: str | None = None) -> Path:
     """Write ``method``'s exported backbone to ``path`` (.safetensors) and ``path.json``."""
+    backbone = method.backbone_to_export()
+    return _save_with_metadata(backbone.model.state_dict(), method.export_metadata(), path, source)
+
+
+def _save_with_metadata(state: dict[str, torch.Tensor], meta: dict[str, Any], path: str | Path,
+                        source: str | None) -> Path:
+    """Write ``state`` to ``path`` (.safetensors) with ``meta`` in its header and in ``path.json``, atomically."""
     from rspretrain import __version__
 
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
-    backbone = method.backbone_to_export()
     meta = {
-        **method.export_metadata(),
+        **meta,
         "source": str(source) if source else None,
         "rspretrain_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    tensors = {k: v.detach().contiguous().cpu() for k, v in backbone.model.state_dict().items()}
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
     tmp.replace(path)
@@ -91,6 +97,8 @@ def load_backbone(
         in_chans: the band count the caller will feed; checked against the export.
     """
     meta = read_metadata(path)
+    if meta.get("kind") == "scene_classifier":
+        raise DataError(f"{path}: an exported scene classifier, not a backbone (use load_scene_classifier)")
     check_bands(meta.get("band_names"), band_names, str(path), meta["in_chans"], in_chans)
     model = timm.create_model(
         meta["arch"], pretrained=False, num_classes=0, in_chans=meta["in_chans"], **(meta.get("timm_kwargs") or {})
@@ -107,3 +115,38 @@ def load_backbone(
         "input_size": tuple(meta["input_size"]),
     }
     return model
+
+
+def export_scene_classifier(task, path: str | Path, source: str | None = None) -> Path:
+    """Write a scene-classification task's inference network -- backbone (+ fusion) + classifier, no training-only
+    branch -- to ``path`` (.safetensors, keys of ``task.net.state_dict()``) and ``path.json``.
+
+    The metadata holds everything :func:`load_scene_classifier` needs: the backbone's (as in :func:`export_backbone`)
+    plus ``kind="scene_classifier"``, ``num_classes``, ``classes`` and the fusion settings.
+    """
+    return _save_with_metadata(task.net.state_dict(), task.classifier_metadata(), path, source)
+
+
+def load_scene_classifier(
+    path: str | Path, band_names: Sequence[str] | None = None, in_chans: int | None = None
+) -> torch.nn.Module:
+    """Rebuild the :class:`~rspretrain.nn.scene_classifier.SceneClassifier` written by :func:`export_scene_classifier`
+    (eval mode, metadata as ``model.rs_meta``); the caller's bands are checked as in :func:`load_backbone`."""
+    from rspretrain.nn.backbones import Backbone
+    from rspretrain.nn.scene_classifier import SceneClassifier
+
+    meta = read_metadata(path)
+    if meta.get("kind") != "scene_classifier":
+        raise DataError(f"{path}: not an exported scene classifier (use load_backbone for exported backbones)")
+    check_bands(meta.get("band_names"), band_names, str(path), meta["in_chans"], in_chans)
+    backbone = Backbone(meta["arch"], in_chans=meta["in_chans"], timm_kwargs=meta.get("timm_kwargs") or None)
+    model = SceneClassifier(
+        backbone, meta["num_classes"], fusion_stages=meta.get("fusion_stages") or None,
+        fusion_channels=meta.get("fusion_channels", 256), fusion_weighting=meta.get("fusion_weighting", "channel"),
+        dropout=meta.get("dropout", 0.0),
+    )  # fmt: skip
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    if missing or unexpected:
+        raise DataError(f"{path}: weights do not fit the classifier (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.rs_meta = meta
+    return model.eval()
