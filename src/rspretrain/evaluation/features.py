@@ -50,6 +50,8 @@ class EncoderSpec:
         std: Per-band standard deviation in the [0, 1] value range, divided out before the encoder.
         image_size: Side length (pixels) images are resized to before the encoder.
         band_names: Band order the encoder expects, or None to only check the band count against ``mean``.
+        value_scale: Divisor mapping raw values to [0, 1] at pretraining time (e.g. 10,000 for Sentinel-2
+            reflectance), or None to use the dataset's own (dense tasks read it; scene protocols use the dataset's).
     """
 
     name: str
@@ -58,6 +60,7 @@ class EncoderSpec:
     std: tuple[float, ...]
     image_size: int
     band_names: tuple[str, ...] | None = None
+    value_scale: float | None = None
 
     def __post_init__(self) -> None:
         self.mean = tuple(float(m) for m in self.mean)
