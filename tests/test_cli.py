@@ -81,6 +81,6 @@ def test_corrupt_image_names_the_file_and_skip_corrupt_counts_it(tmp_path, capsy
     assert main(args) == 2
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # progress lines may come first; the error is one line, last
-    assert last.startswith("rspretrain: error:") and "broken.jpg" in last and "Traceback" not in err
+    assert last.startswith("rspretrain: error:") and broken.name in last and "Traceback" not in err
     assert main(args + ["--skip-corrupt"]) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

@@ -40,3 +40,14 @@ def test_a_resumed_run_keeps_the_fitted_length():
     # and it does not re-calibrate: the length stays what the interrupted run measured
     resumed.on_train_batch_end(trainer, module, None, None, 0)
     assert resumed.fitted_steps == 321
+
+
+def test_cpu_clock_budget_and_a_bad_clock():
+    import pytest
+
+    from rspretrain.errors import ConfigError
+    from rspretrain.time_budget import TimeBudget
+
+    assert TimeBudget(1.0, clock="cpu").now is time.process_time
+    with pytest.raises(ConfigError, match="budget_clock: 'gpu'"):
+        TimeBudget(1.0, clock="gpu")

@@ -53,6 +53,11 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, PretrainDataModule]:
     if cfg.data.natural_dataset is None and "class_names" in data_kwargs and "class_names" not in accepted:
         # Land-cover proportions are labels for methods that learn from them (geokr); others just see the tiles.
         data_kwargs = {k: v for k, v in data_kwargs.items() if k not in ("num_classes", "class_names")}
+    if getattr(method_cls, "trains_on_labels", False):  # supervised: the main source's own classes
+        classes = getattr(dm.dataset, "classes", None)
+        if not classes or getattr(dm.dataset, "labels", None) is None:
+            raise ConfigError(f"data.dataset {cfg.data.dataset!r} has no labels; method {cfg.method!r} needs them")
+        data_kwargs["num_classes"] = len(classes)
     if "num_classes" in data_kwargs and "num_classes" not in accepted:
         raise ConfigError(f"data.natural_dataset is used by methods with a supervised branch (gersp), not {cfg.method!r}")
     model = method_cls(**cfg.model, **data_kwargs, optim=asdict(cfg.optim), views=asdict(cfg.views))
@@ -86,8 +91,9 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
     max_minutes = t.max_time_minutes
     if t.budget_minutes:
         # Equal wall-clock budget: max_steps becomes an upper bound; the steps that fit are measured.
-        callbacks.append(TimeBudget(t.budget_minutes))
-        hard_stop = t.budget_minutes * 1.1 + 0.5
+        callbacks.append(TimeBudget(t.budget_minutes, clock=t.budget_clock))
+        # The hard stop is wall-clock: for a CPU-time budget it only guards against a hung run.
+        hard_stop = t.budget_minutes * (1.1 if t.budget_clock == "wall" else 4.0) + 0.5
         max_minutes = min(max_minutes, hard_stop) if max_minutes else hard_stop
     trainer = L.Trainer(
         max_steps=t.max_steps,

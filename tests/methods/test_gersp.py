@@ -4,7 +4,6 @@ import torch
 from rspretrain.datasets import InMemoryImageDataset
 from rspretrain.datasets.paired import PairedDataset
 from rspretrain.errors import DataError
-from rspretrain.losses.info_nce import info_nce
 from rspretrain.methods import GeRSP
 
 

@@ -11,11 +11,16 @@ from typing import Any
 
 from rspretrain.errors import ConfigError
 from rspretrain.methods.base import PretrainMethod
+from rspretrain.methods.cmid import CMID
+from rspretrain.methods.geokr import GeoKR
 from rspretrain.methods.gersp import GeRSP
 from rspretrain.methods.moco import MoCoV2
+from rspretrain.methods.supervised import Supervised
 
 #: name -> LightningModule class; every CLI/config ``method:`` value resolves here.
-METHODS: dict[str, type[PretrainMethod]] = {"moco": MoCoV2, "gersp": GeRSP}
+METHODS: dict[str, type[PretrainMethod]] = {
+    "moco": MoCoV2, "gersp": GeRSP, "cmid": CMID, "geokr": GeoKR, "supervised": Supervised,
+}
 
 
 def get_method(name: str) -> type[PretrainMethod]:
@@ -31,4 +36,4 @@ def create(name: str, **kwargs: Any) -> PretrainMethod:
     return get_method(name)(**kwargs)
 
 
-__all__ = ["METHODS", "GeRSP", "MoCoV2", "PretrainMethod", "create", "get_method"]
+__all__ = ["METHODS", "CMID", "GeRSP", "GeoKR", "MoCoV2", "PretrainMethod", "Supervised", "create", "get_method"]

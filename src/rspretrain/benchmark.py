@@ -1,0 +1,308 @@
+"""Side-by-side benchmark: each method pretrained under the same budget, every backbone scored alike.
+
+Each run is ``NAME=CONFIG[,section.key=value...]`` or just a method name, which uses that
+method's EuroSAT config (:data:`DEFAULT_CONFIGS`). A run trains in its own process under an
+equal wall-clock budget (``trainer.budget_minutes``: the lr schedule is fitted to it) or an
+equal step budget, so its peak RSS is its own (``os.wait4`` gives the child's ``ru_maxrss``).
+Every backbone is then scored by kNN and linear probe on EuroSAT test and UC Merced (plus any
+``folder:PATH`` given), next to a random-init backbone of the same architecture and the
+image-statistics baseline, with 95 % bootstrap CIs.
+
+A half-finished benchmark is resumed by running the same command again: finished trainings
+(``train.json``) and evaluations (``eval.json``) are reused, an interrupted training continues
+from its last checkpoint.
+
+Outputs in ``--out``: ``results.json`` (one row per model × dataset × protocol with
+``method, dataset, protocol, accuracy, ci_low, ci_high, images_per_s, peak_rss_mb,
+wall_s, steps``), ``results.md`` and ``benchmark.png`` (accuracy with 95 % CIs, training
+images/s, peak RSS and wall time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+from tqdm import tqdm
+
+from rspretrain.checkpoint_io import atomic_write_text
+from rspretrain.errors import ConfigError
+
+#: Method name -> the config a bare method name in ``--runs`` trains with.
+DEFAULT_CONFIGS = {
+    "moco": "moco_resnet18_eurosat",
+    "gersp": "gersp_resnet18_eurosat",
+    "cmid": "cmid_resnet18_eurosat",
+    "supervised": "supervised_resnet18_cifar10",
+}
+BASELINES = "baselines"  # the run-dir name of the random-init + image-statistics scores
+
+
+@dataclass
+class BenchmarkRun:
+    """One pretraining run of the benchmark."""
+
+    name: str
+    config: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> BenchmarkRun:
+        """``NAME=CONFIG[,section.key=value...]`` or a bare method name."""
+        if "=" not in text:
+            if text not in DEFAULT_CONFIGS:
+                raise ConfigError(f"--runs: {text!r} is neither NAME=CONFIG nor one of {', '.join(DEFAULT_CONFIGS)}")
+            return cls(text, DEFAULT_CONFIGS[text])
+        name, _, rest = text.partition("=")
+        config, *pairs = rest.split(",")
+        overrides = {}
+        for pair in pairs:
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise ConfigError(f"--runs {name}: {pair!r} is not section.key=value")
+            overrides[key] = yaml.safe_load(value)
+        if not name or not config:
+            raise ConfigError(f"--runs: {text!r} is not NAME=CONFIG[,section.key=value...]")
+        return cls(name, config, overrides)
+
+
+class _TrainingClock(L.Callback):
+    """Training seconds and steps of one run (set-up and checkpoint-writing excluded)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.start, self.first_step = path, 0.0, 0
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start, self.cpu_start, self.first_step = time.perf_counter(), time.process_time(), trainer.global_step
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        seconds, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu_start
+        steps = trainer.global_step - self.first_step
+        atomic_write_text(self.path, json.dumps({"steps": steps, "train_seconds": seconds, "cpu_seconds": cpu}) + "\n")
+
+
+def _train_child(payload: str) -> None:
+    """Entry of the training subprocess: ``python -m rspretrain.benchmark --train-child JSON``."""
+    from rspretrain.config import load_config
+    from rspretrain.train import pretrain
+
+    job = json.loads(payload)
+    cfg = load_config(job["config"], job["overrides"])
+    clock = _TrainingClock(Path(job["run_dir"]) / "clock.json")
+    pretrain(cfg, resume=job["resume"], callbacks=[clock])
+
+
+def train_run(run: BenchmarkRun, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """Train one run in a subprocess (or reuse a finished one); returns its ``train.json`` record."""
+    from rspretrain.config import load_config
+
+    run_dir = out / run.name
+    record_path = run_dir / "train.json"
+    if record_path.is_file():
+        return json.loads(record_path.read_text())
+    overrides = {**run.overrides, **settings, "trainer.out_dir": str(run_dir)}
+    cfg = load_config(run.config, overrides)  # fail here, in this process, on a bad key
+    last = run_dir / "checkpoints" / "last.ckpt"
+    job = {"config": run.config, "overrides": overrides, "run_dir": str(run_dir), "resume": last.is_file()}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tqdm.write(f"[{run.name}] {'resuming' if job['resume'] else 'training'} {cfg.method} ({run.config})")
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "rspretrain.benchmark", "--train-child", json.dumps(job)])
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"[{run.name}] training exited with status {code}; rerun the benchmark to resume it")
+    clock = json.loads((run_dir / "clock.json").read_text())
+    from rspretrain.train import load_checkpoint
+
+    steps = int(load_checkpoint(last)["global_step"])
+    record = {
+        "run": run.name, "method": cfg.method, "config": run.config, "overrides": run.overrides,
+        "arch": cfg.model.get("backbone", "resnet18"), "steps": steps, "batch_size": cfg.data.batch_size,
+        # images/s of the last (or only) training segment; a resumed run times only its last part
+        "images_per_s": round(clock["steps"] * cfg.data.batch_size / max(clock["train_seconds"], 1e-9), 1),
+        "train_cpu_s": round(clock["cpu_seconds"], 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+        "wall_s": round(wall, 1),
+    }
+    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def evaluate_run(name: str, specs: list, out: Path, datasets: list[str], root: str | None,
+                 max_train_per_class: int | None, include_image_statistics: bool) -> list[dict[str, Any]]:
+    """Score ``specs`` once; the scores are cached in ``<out>/<name>/eval.json``."""
+    from rspretrain.evaluation import evaluate_scene_classification
+
+    path = out / name / "eval.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    results = evaluate_scene_classification(
+        specs, datasets, protocols=("knn", "linear"), root=root, out_dir=out / name / "eval",
+        max_train_per_class=max_train_per_class, include_image_statistics=include_image_statistics,
+    )
+    rows = [r.to_dict() for r in results]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+def run_benchmark(
+    runs: list[BenchmarkRun],
+    out: str | os.PathLike,
+    budget_minutes: float | None = 10.0,
+    max_steps: int | None = None,
+    budget_clock: str = "wall",
+    datasets: tuple[str, ...] = ("eurosat", "ucmerced"),
+    root: str | None = None,
+    max_train_per_class: int | None = None,
+) -> list[dict[str, Any]]:
+    """Train (or reuse) every run, evaluate every backbone, write the table and the plot."""
+    from rspretrain.evaluation.features import EncoderSpec
+    from rspretrain.evaluation.sources import random_init_spec
+    from rspretrain.train import load_method
+
+    if not runs:
+        raise ConfigError("--runs: no runs given")
+    if len({r.name for r in runs}) != len(runs) or any(r.name == BASELINES for r in runs):
+        raise ConfigError(f"--runs: run names must be unique and not {BASELINES!r}")
+    if (budget_minutes is None) == (max_steps is None):
+        raise ConfigError("give exactly one of --budget-minutes and --max-steps")
+    out = Path(out)
+    settings: dict[str, Any] = {"trainer.ckpt_every_n_steps": 100, "trainer.progress_bar": True}
+    if budget_minutes is not None:
+        settings.update({"trainer.budget_minutes": budget_minutes, "trainer.max_steps": 1_000_000,
+                         "trainer.budget_clock": budget_clock})
+    else:
+        settings["trainer.max_steps"] = max_steps
+    if root:
+        settings["data.root"] = root
+    datasets = list(datasets)
+    records, rows = {}, []
+    first = None
+    for run in tqdm(runs, desc="benchmark runs", unit="run"):
+        records[run.name] = train_run(run, out, settings)
+        method = load_method(out / run.name / "checkpoints" / "last.ckpt")
+        spec = EncoderSpec(run.name, method.backbone_to_export().eval(), method.mean, method.std,
+                           method.views.image_size, method.band_names)
+        first = first or spec
+        for row in evaluate_run(run.name, [spec], out, datasets, root, max_train_per_class, False):
+            rows.append({**row, "method": run.name, **_cost(records[run.name])})
+    baseline = random_init_spec(first.encoder.arch, first.encoder.in_chans, first.image_size, first.mean, first.std,
+                                first.band_names)
+    for row in evaluate_run(BASELINES, [baseline], out, datasets, root, max_train_per_class, True):
+        rows.append({**row, "method": row["model"], **_cost(None)})
+    payload = {
+        "budget_minutes": budget_minutes, "budget_clock": budget_clock, "max_steps": max_steps, "datasets": datasets,
+        "runs": list(records.values()), "rows": rows,
+    }
+    atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
+    atomic_write_text(out / "results.md", format_benchmark_table(rows) + "\n")
+    plot_benchmark(rows, list(records.values()), out / "benchmark.png")
+    return rows
+
+
+def _cost(record: dict[str, Any] | None) -> dict[str, Any]:
+    keys = ("images_per_s", "peak_rss_mb", "wall_s", "steps")
+    return {k: (record[k] if record else None) for k in keys}
+
+
+def format_benchmark_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: one line per method, accuracy [95 % CI] per dataset × protocol, then the costs."""
+    columns = list(dict.fromkeys((r["dataset"], r["protocol"]) for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by = {(r["method"], r["dataset"], r["protocol"]): r for r in rows}
+    head = ["method", *(f"{d} {p}" for d, p in columns), "images/s", "peak RSS MB", "steps"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in methods:
+        cells = []
+        for d, p in columns:
+            r = by.get((m, d, p))
+            cells.append(f"{100 * r['accuracy']:.1f} [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]" if r else "–")
+        any_row = next(r for r in rows if r["method"] == m)
+        costs = [any_row["images_per_s"], any_row["peak_rss_mb"], any_row["steps"]]
+        lines.append("| " + " | ".join([m, *cells, *("–" if c is None else str(c) for c in costs)]) + " |")
+    return "\n".join(lines)
+
+
+def plot_benchmark(rows: list[dict[str, Any]], records: list[dict[str, Any]], path: Path) -> Path:
+    """Accuracy with 95 % CIs per dataset × protocol, and per run: images/s, peak RSS, wall time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    columns = list(dict.fromkeys((r["dataset"], r["protocol"]) for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by = {(r["method"], r["dataset"], r["protocol"]): r for r in rows}
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.8), gridspec_kw={"width_ratios": [3, 1, 1, 1]})
+    ax = axes[0]
+    width = 0.8 / max(1, len(methods))
+    x = np.arange(len(columns))
+    for i, m in enumerate(methods):
+        acc = [100 * by[(m, *c)]["accuracy"] if (m, *c) in by else np.nan for c in columns]
+        lo = [100 * (by[(m, *c)]["accuracy"] - by[(m, *c)]["ci_low"]) if (m, *c) in by else 0 for c in columns]
+        hi = [100 * (by[(m, *c)]["ci_high"] - by[(m, *c)]["accuracy"]) if (m, *c) in by else 0 for c in columns]
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, acc, width, yerr=[lo, hi], capsize=2, label=m)
+    ax.set_xticks(x, [f"{d}\n{p}" for d, p in columns])
+    ax.set_ylabel("top-1 accuracy (%) with 95 % CI")
+    ax.legend(fontsize=8, ncol=2)
+    names = [r["run"] for r in records]
+    for ax, key, label in zip(axes[1:], ("images_per_s", "peak_rss_mb", "wall_s"),
+                              ("training images / s", "peak RSS (MB)", "wall time (s)")):
+        ax.barh(names, [r[key] for r in records], color="tab:gray")
+        ax.set_xlabel(label)
+        ax.invert_yaxis()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs", nargs="+", default=["moco", "gersp", "cmid", "supervised"],
+                        help=f"NAME=CONFIG[,section.key=value...] or a method name ({', '.join(DEFAULT_CONFIGS)})")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--budget-minutes", type=float, default=None, help="equal training time per run (default 10)")
+    budget.add_argument("--max-steps", type=int, default=None, help="equal steps per run instead of equal time")
+    parser.add_argument("--budget-clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: the budget is process CPU time (fair when the machine is shared)")
+    parser.add_argument("--out", default="runs/benchmark")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--datasets", default="eurosat,ucmerced")
+    parser.add_argument("--extra-dataset", action="append", default=[], help="folder:PATH of a class-per-folder set")
+    parser.add_argument("--max-train-per-class", type=int, default=None, help="cap the probes' training images")
+
+
+def main_from_args(args: argparse.Namespace) -> int:
+    budget = args.budget_minutes if args.budget_minutes is not None or args.max_steps is not None else 10.0
+    rows = run_benchmark(
+        [BenchmarkRun.parse(r) for r in args.runs], args.out, budget_minutes=budget, max_steps=args.max_steps,
+        budget_clock=args.budget_clock,
+        datasets=tuple(args.datasets.split(",")) + tuple(args.extra_dataset), root=args.data_root,
+        max_train_per_class=args.max_train_per_class,
+    )
+    print(format_benchmark_table(rows))
+    print(f"results: {Path(args.out) / 'results.json'}; plot: {Path(args.out) / 'benchmark.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--train-child":
+        _train_child(sys.argv[2])
+    else:
+        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        add_arguments(parser)
+        sys.exit(main_from_args(parser.parse_args()))

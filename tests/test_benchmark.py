@@ -1,0 +1,70 @@
+"""`rspretrain benchmark`: per-run training in a subprocess, one table/plot, resumable."""
+
+import json
+import zipfile
+
+import pytest
+
+from rspretrain.benchmark import BenchmarkRun, format_benchmark_table, run_benchmark
+from rspretrain.cli import main
+from rspretrain.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def small_folder(tmp_path_factory, data_root):
+    """Two EuroSAT classes, 12 real images each, as a class-per-folder set."""
+    root = tmp_path_factory.mktemp("folder")
+    with zipfile.ZipFile(data_root / "eurosat_rgb" / "EuroSAT_RGB.zip") as z:
+        for cls in ("Forest", "SeaLake"):
+            members = sorted(n for n in z.namelist() if n.startswith(f"EuroSAT_RGB/{cls}/"))[:12]
+            (root / cls).mkdir()
+            for name in members:
+                (root / cls / name.rsplit("/", 1)[1]).write_bytes(z.read(name))
+    return root
+
+
+def test_run_spec_parsing():
+    assert BenchmarkRun.parse("moco") == BenchmarkRun("moco", "moco_resnet18_eurosat")
+    run = BenchmarkRun.parse("fast=moco_resnet18_eurosat,model.queue_size=64,optim.lr=0.1")
+    assert run.overrides == {"model.queue_size": 64, "optim.lr": 0.1}
+    with pytest.raises(ConfigError, match="neither NAME=CONFIG"):
+        BenchmarkRun.parse("byol")
+    with pytest.raises(ConfigError, match="not section.key=value"):
+        BenchmarkRun.parse("x=moco_resnet18_eurosat,model.queue_size")
+
+
+def test_benchmark_trains_scores_and_resumes(tmp_path, data_root, small_folder):
+    tiny = {"data.root": str(data_root), "data.max_per_class": 4, "data.batch_size": 8, "model.image_size": 32}
+    runs = [
+        BenchmarkRun("moco", "moco_resnet18_eurosat", {**tiny, "model.queue_size": 16}),
+        BenchmarkRun("supervised", "supervised_resnet18_cifar10",
+                     {**tiny, "data.dataset": "folder:" + str(small_folder), "data.max_per_class": None}),
+    ]
+    out = tmp_path / "bench"
+    rows = run_benchmark(runs, out, budget_minutes=None, max_steps=3, datasets=(f"folder:{small_folder}",),
+                         root=str(data_root))
+    payload = json.loads((out / "results.json").read_text())
+    assert {r["method"] for r in payload["rows"]} == {"moco", "supervised", "random-init", "image-statistics"}
+    for row in payload["rows"]:
+        assert {"method", "dataset", "protocol", "accuracy", "ci_low", "ci_high", "images_per_s",
+                "peak_rss_mb"} <= set(row)
+        assert row["ci_low"] <= row["accuracy"] <= row["ci_high"]
+    trained = [r for r in payload["rows"] if r["method"] in ("moco", "supervised")]
+    assert all(r["steps"] == 3 and r["images_per_s"] > 0 and r["peak_rss_mb"] > 100 for r in trained)
+    assert (out / "benchmark.png").stat().st_size > 10_000
+    assert "| moco |" in (out / "results.md").read_text()
+
+    # rerun: nothing is trained or scored again, the table is the same
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/train.json")} | {
+        p: p.stat().st_mtime_ns for p in out.glob("*/eval.json")}
+    again = run_benchmark(runs, out, budget_minutes=None, max_steps=3, datasets=(f"folder:{small_folder}",),
+                          root=str(data_root))
+    assert format_benchmark_table(again) == format_benchmark_table(rows)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()) and len(stamps) == 5
+
+
+def test_cli_rejects_a_bad_run_key(tmp_path, capsys):
+    code = main(["benchmark", "--runs", "x=moco_resnet18_eurosat,model.no_such_key=1", "--max-steps", "1",
+                 "--out", str(tmp_path)])
+    assert code == 2
+    assert "no_such_key" in capsys.readouterr().err

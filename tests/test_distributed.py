@@ -1,0 +1,107 @@
+"""Lightning DDP on 2 CPU processes (gloo, launched by torchrun) matches one process on the same global batch.
+
+Checked for MoCo v2 and GeRSP: each step's keys enter the queue once (the pointer moves by the
+global batch and the queue equals the single-process one), the per-rank losses average to the
+single-process loss at every step, and shuffle-BN across ranks computes exactly what the
+single-device emulation with 2 chunks computes. The backbone is a ViT (LayerNorm, so per-rank
+BatchNorm statistics cannot make the two set-ups differ) and the views are made deterministic
+(the augmentation draws per rank are the only other difference).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+
+SCRIPT = r'''
+import json, os, sys
+import lightning as L, torch
+import torch.distributed as dist
+from torch.nn import functional as F
+torch.set_num_threads(1)
+from rspretrain.config import load_config
+from rspretrain.train import pretrain
+from rspretrain.nn.batch_shuffle import shuffled_forward
+from rspretrain.views import functional as VF
+from rspretrain.views.moco_v2 import MoCoV2Views
+
+def fixed_view(self, x, generator=None):  # deterministic views: only the DDP mechanics differ
+    return VF.normalize(F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False), self.mean, self.std)
+MoCoV2Views.one_view = fixed_view
+
+config, overrides, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+
+class Record(L.Callback):
+    def __init__(self):
+        self.losses = []
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+    def on_train_end(self, trainer, pl_module):
+        self.rank, self.world = trainer.global_rank, trainer.world_size
+        self.queue = pl_module.queue.keys.clone()
+        self.pointer = int(pl_module.queue.pointer)
+
+rec = Record()
+pretrain(load_config(config, overrides), callbacks=[rec])
+
+# shuffle-BN through a BatchNorm layer on this rank's slice of a fixed global batch
+torch.manual_seed(123)
+x_global = torch.randn(8, 3, 4, 4)
+bn = torch.nn.BatchNorm2d(3)
+part = x_global.chunk(rec.world)[rec.rank]
+torch.manual_seed(7)
+shuffled = shuffled_forward(bn, part, groups=2)
+torch.save({"losses": rec.losses, "queue": rec.queue, "pointer": rec.pointer, "shuffled": shuffled},
+           os.path.join(out, f"world{rec.world}_rank{rec.rank}.pt"))
+'''
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(nproc, config, overrides, out, tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
+           f"--master_port={_free_port()}", str(script), config, json.dumps(overrides), str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [torch.load(out / f"world{nproc}_rank{r}.pt") for r in range(nproc)]
+
+
+@pytest.mark.parametrize("method", ["moco", "gersp"])
+def test_two_process_ddp_matches_one_process_on_the_global_batch(method, tmp_path, data_root):
+    b, steps, queue = 8, 3, 64
+    base = {
+        "data.root": str(data_root), "data.max_per_class": 4, "model.backbone": "vit_tiny_patch16_224",
+        "model.image_size": 32, "model.queue_size": queue, "trainer.max_steps": steps,
+        "trainer.accelerator": "cpu", "trainer.progress_bar": False, "trainer.ckpt_every_n_steps": 100,
+        "optim.warmup_steps": 0,
+    }
+    if method == "gersp":
+        base["data.epoch_length"] = 40
+    single = _torchrun(1, f"{method}_resnet18_eurosat", {
+        **base, "data.batch_size": 2 * b, "trainer.devices": 1, "trainer.out_dir": str(tmp_path / "one"),
+    }, tmp_path, tmp_path)[0]
+    ranks = _torchrun(2, f"{method}_resnet18_eurosat", {
+        **base, "data.batch_size": b, "trainer.devices": 2, "trainer.strategy": "ddp",
+        "trainer.out_dir": str(tmp_path / "two"),
+    }, tmp_path, tmp_path)
+
+    # every step: the mean of the per-rank losses is the one-process loss on the same 2b images
+    mean = torch.tensor([ranks[0]["losses"], ranks[1]["losses"]]).mean(0)
+    torch.testing.assert_close(mean, torch.tensor(single["losses"]), rtol=1e-4, atol=1e-5)
+    # each key enqueued once: the pointer moved by the global batch per step, not world x that
+    assert ranks[0]["pointer"] == ranks[1]["pointer"] == single["pointer"] == (steps * 2 * b) % queue
+    torch.testing.assert_close(ranks[0]["queue"], ranks[1]["queue"], rtol=0, atol=0)
+    torch.testing.assert_close(ranks[0]["queue"], single["queue"], rtol=1e-4, atol=1e-5)
+    # shuffle-BN across ranks == single-device emulation over 2 chunks with the same permutation
+    torch.testing.assert_close(torch.cat([ranks[0]["shuffled"], ranks[1]["shuffled"]]), single["shuffled"])
