@@ -84,3 +84,22 @@ def test_corrupt_image_names_the_file_and_skip_corrupt_counts_it(tmp_path, capsy
     assert last.startswith("rspretrain: error:") and broken.name in last and "Traceback" not in err
     assert main(args + ["--skip-corrupt"]) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_land_cover_not_overlapping_the_imagery_is_one_line_naming_both_files(tmp_path, data_root, capsys):
+    import numpy as np
+    import rasterio
+    from rasterio.transform import Affine
+
+    away = tmp_path / "away.tif"  # a real-sized Landsat-like tile placed 500 km east of the Zion NLCD
+    profile = {"driver": "GTiff", "width": 64, "height": 64, "count": 1, "dtype": "uint16", "crs": "EPSG:32612",
+               "transform": Affine(30.0, 0, 801905.0, 0, -30.0, 4154085.0)}
+    with rasterio.open(away, "w", **profile) as dst:
+        dst.write(np.ones((1, 64, 64), np.uint16))
+    nlcd = data_root / "zion_landsat8_nlcd2011" / "nlcd2011.tif"
+    code = main(["landcover-labels", "--images", str(away), "--landcover", str(nlcd), "--scheme", "nlcd8",
+                 "--out", str(tmp_path / "labels.parquet")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("rspretrain: error:") and "nlcd2011.tif" in err[0] and "away.tif" in err[0]
+    assert not (tmp_path / "labels.parquet").exists()

@@ -20,22 +20,31 @@ from rspretrain.train import load_checkpoint, pretrain
 # 40 images / batch 8 = 5 batches an epoch: the kill (step 7) and the resume (from the step-4
 # checkpoint) both sit mid-epoch, and the continued run crosses two epoch boundaries.
 STEPS, CKPT_EVERY, KILL_AT = 12, 4, 7
+EUROSAT = {"data.max_per_class": 4}
+ZION_CORNER = {  # 16 real Zion tiles of 32 px: 2 steps an epoch; teacher updates after steps 1 and 9
+    "data.dataset_options.tile": 32, "data.dataset_options.stride": 32,
+    "data.dataset_options.within": [301905.0, 4154085.0 - 3840.0, 301905.0 + 3840.0, 4154085.0],
+    "model.backbone": "resnet10t", "model.teacher_intervals": [4, 4],
+}
 OVERRIDES = {
-    "moco": {"model.queue_size": 32},
-    "gersp": {"model.queue_size": 32, "data.epoch_length": 40},
+    "moco_resnet18_eurosat": {**EUROSAT, "model.queue_size": 32},
+    "gersp_resnet18_eurosat": {**EUROSAT, "model.queue_size": 32, "data.epoch_length": 40},
+    "cmid_resnet18_eurosat": {**EUROSAT, "model.queue_size": 32, "model.num_prototypes": 256,
+                              "model.proj_hidden_dim": 256, "model.local_hidden_dim": 256},
+    "geokr_resnet18_zion": ZION_CORNER,
 }
 
 
-def _overrides(method, data_root, out):
+def _overrides(config, data_root, out):
     return {
-        "data.root": str(data_root), "data.max_per_class": 4, "data.batch_size": 8, "model.image_size": 32,
+        "data.root": str(data_root), "data.batch_size": 8, "model.image_size": 32,
         "trainer.max_steps": STEPS, "trainer.ckpt_every_n_steps": CKPT_EVERY, "trainer.progress_bar": False,
-        "trainer.out_dir": str(out), "trainer.log_every_n_steps": 1, "optim.warmup_steps": 2, **OVERRIDES[method],
+        "trainer.out_dir": str(out), "trainer.log_every_n_steps": 1, "optim.warmup_steps": 2, **OVERRIDES[config],
     }
 
 
-def _cfg(method, data_root, out):
-    return load_config(f"{method}_resnet18_eurosat", _overrides(method, data_root, out))
+def _cfg(config, data_root, out):
+    return load_config(config, _overrides(config, data_root, out))
 
 
 class LossRecorder(L.Callback):
@@ -58,19 +67,19 @@ class KillAt(L.Callback):
         if trainer.global_step == {kill_at}:
             os.kill(os.getpid(), signal.SIGKILL)
 
-pretrain(load_config("{method}_resnet18_eurosat", json.loads(sys.argv[1])), callbacks=[KillAt()])
+pretrain(load_config("{config}", json.loads(sys.argv[1])), callbacks=[KillAt()])
 """
 
 
-@pytest.mark.parametrize("method", ["moco", "gersp"])
-def test_sigkilled_run_resumes_with_the_same_losses(method, tmp_path, data_root):
+@pytest.mark.parametrize("config", list(OVERRIDES))
+def test_sigkilled_run_resumes_with_the_same_losses(config, tmp_path, data_root):
     recorder = LossRecorder()
-    pretrain(_cfg(method, data_root, tmp_path / "straight"), callbacks=[recorder])
+    pretrain(_cfg(config, data_root, tmp_path / "straight"), callbacks=[recorder])
     straight = recorder.losses
     assert sorted(straight) == list(range(1, STEPS + 1))
 
-    killed = _overrides(method, data_root, tmp_path / "killed")
-    script = KILLED_RUN.format(threads=torch.get_num_threads(), kill_at=KILL_AT, method=method)
+    killed = _overrides(config, data_root, tmp_path / "killed")
+    script = KILLED_RUN.format(threads=torch.get_num_threads(), kill_at=KILL_AT, config=config)
     proc = subprocess.run(
         [sys.executable, "-c", script, json.dumps(killed)], capture_output=True, text=True,
         env=os.environ.copy(), timeout=600,
@@ -81,7 +90,7 @@ def test_sigkilled_run_resumes_with_the_same_losses(method, tmp_path, data_root)
     assert not list(ckpt.parent.glob("*.tmp*"))  # and no half-written file is left beside it
 
     recorder = LossRecorder()
-    final = pretrain(load_config(f"{method}_resnet18_eurosat", killed), resume=True, callbacks=[recorder])
+    final = pretrain(load_config(config, killed), resume=True, callbacks=[recorder])
     resumed = recorder.losses
     assert sorted(resumed) == list(range(CKPT_EVERY + 1, STEPS + 1))
     for step in resumed:

@@ -105,3 +105,22 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, data_root):
 
     with pytest.raises(DataError, match="no checkpoint to resume"):
         pretrain(_cfg(tmp_path, data_root), resume=True)
+
+
+@pytest.mark.parametrize("channels_last, backend", [(True, ""), (False, "eager")])
+def test_speed_options_keep_outputs_and_parameter_names(channels_last, backend):
+    from rspretrain.methods import create
+    from rspretrain.train import apply_speed_options
+
+    torch.manual_seed(0)
+    plain = create("moco", backbone="resnet18", image_size=32, queue_size=16)
+    fast = create("moco", backbone="resnet18", image_size=32, queue_size=16)
+    fast.load_state_dict(plain.state_dict())
+    apply_speed_options(fast, channels_last=channels_last, compile_backend=backend)
+    assert list(fast.state_dict()) == list(plain.state_dict())  # checkpoints and exports are unchanged
+    x = torch.randn(4, 3, 32, 32)
+    plain.eval(), fast.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fast.backbone(x), plain.backbone(x), rtol=1e-4, atol=1e-4)
+    weight = fast.backbone.model.conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last

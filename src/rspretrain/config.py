@@ -63,6 +63,8 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
+    channels_last: bool = False  # backbone weights and inputs in NHWC (faster convolutions on recent GPUs)
+    compile: str = ""  # a torch.compile backend for the backbones ("inductor", "eager", ...); "" = off
     progress_bar: bool = True
 
 

@@ -86,6 +86,7 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     atomic_write_text(out / "provenance.json", json.dumps(record, indent=2) + "\n")
     model.provenance = record  # saved inside every checkpoint (see PretrainMethod.on_save_checkpoint)
+    apply_speed_options(model, cfg.trainer.channels_last, cfg.trainer.compile)
     t = cfg.trainer
     callbacks = [*callbacks, RNGStateCheckpointing()]
     max_minutes = t.max_time_minutes
@@ -128,6 +129,34 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
     if trainer.is_global_zero:
         log.info("final checkpoint: %s (step %d)", final, trainer.global_step)
     return final
+
+
+def apply_speed_options(model: PretrainMethod, channels_last: bool = False, compile_backend: str = "") -> None:
+    """``trainer.channels_last`` / ``trainer.compile`` on every timm network of the method (student
+    and teacher backbones), in place, so parameter names (checkpoints, exports) do not change.
+
+    channels_last converts the weights and, through a forward pre-hook, each input batch to NHWC;
+    compile uses ``nn.Module.compile`` (in place, unlike ``torch.compile``'s wrapper module).
+    """
+    if not channels_last and not compile_backend:
+        return
+    from rspretrain.nn.backbones import Backbone
+
+    for module in model.modules():
+        if not isinstance(module, Backbone):
+            continue
+        if channels_last:
+            module.model.to(memory_format=torch.channels_last)
+            module.model.register_forward_pre_hook(_to_channels_last)
+        if compile_backend:
+            module.model.compile(backend=compile_backend)
+
+
+def _to_channels_last(module, args):
+    x, *rest = args
+    if torch.is_tensor(x) and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return (x, *rest)
 
 
 def _csv_logger(out: Path, resume_from: Path | None) -> CSVLogger:

@@ -16,7 +16,6 @@ train + val vs test by name), or any folder in the LEVIR-CD layout
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 from collections.abc import Sequence
@@ -27,13 +26,13 @@ import torch
 import torch.nn.functional as F
 
 from rspretrain.datasets.change_detection import ChangeDetectionFolder
-from rspretrain.errors import ConfigError
 from rspretrain.evaluation.dense_metrics import binary_counts, bootstrap_interval, change_scores
 from rspretrain.evaluation.dense_report import DenseResult, display_rgb, plot_dense_metrics
 from rspretrain.evaluation.dense_training import (
     DenseSchedule,
     build_dense_optimizer,
-    check_data_bands,
+    check_dense_inputs,
+    run_meta,
     crop_size_for,
     encoder_pyramid,
     random_crop_batch,
@@ -44,7 +43,7 @@ from rspretrain.evaluation.dense_training import (
 )
 from rspretrain.evaluation.features import EncoderSpec
 from rspretrain.evaluation.report import write_metrics_json
-from rspretrain.evaluation.sliding_window import predict_image, predict_raster, raster_inputs_info
+from rspretrain.evaluation.sliding_window import predict_image, predict_raster
 from rspretrain.nn.decoders import SiameseChangeDetector, describe_pyramid
 
 __all__ = ["change_loss", "change_schedule", "evaluate_change_detection", "load_change_data"]
@@ -146,30 +145,17 @@ def evaluate_change_detection(
         ConfigError: duplicate model names, or pairs to predict without ``out_dir``.
     """
     schedule = schedule or change_schedule()
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names) or not names:
-        raise ConfigError(f"model names must be unique and at least one, got {names}")
-    if predict_pairs and out_dir is None:
-        raise ConfigError("predicting rasters needs an output folder")
     train, test, dataset = load_change_data(data, scale)
-    for spec in specs:
-        check_data_bands(spec, train.band_names, train.images_a[0].shape[0], str(train.root))
-    for pair in predict_pairs:
-        for raster in pair:
-            count, bands = raster_inputs_info([raster])
-            check_data_bands(specs[0], bands, count, str(raster))
+    rasters = [raster for pair in predict_pairs for raster in pair]
+    names = check_dense_inputs(specs, train.band_names, train.images_a[0].shape[0], str(train.root), rasters, out_dir)
     device = torch.device(schedule.device)
     out = Path(out_dir) if out_dir is not None else None
-    from rspretrain import __version__
-
-    meta = {
-        "task": "change", "dataset": dataset, "data": str(train.root), "train_split": train.split,
-        "n_train": len(train), "n_test": len(test), "test_pairs": test.names, "threshold": THRESHOLD,
-        "change_fraction": {"train": train.change_fraction(), "test": test.change_fraction()},
-        "schedule": schedule.to_dict(), "models": names, "rspretrain_version": __version__,
-        "torch_version": torch.__version__,
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    meta = run_meta(
+        "change", dataset=dataset, data=str(train.root), train_split=train.split, n_train=len(train),
+        n_test=len(test), test_pairs=test.names, threshold=THRESHOLD,
+        change_fraction={"train": train.change_fraction(), "test": test.change_fraction()},
+        schedule=schedule.to_dict(), models=names,
+    )
     results: list[DenseResult] = []
     examples: dict[str, list[np.ndarray]] = {}
     shown = _example_indices(test, n_examples)

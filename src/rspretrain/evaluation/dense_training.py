@@ -19,8 +19,10 @@ single-device probes where the Trainer's start-up would cost as much as a one-ep
 from __future__ import annotations
 
 import copy
+import datetime
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -42,6 +44,8 @@ __all__ = [
     "DenseSchedule",
     "build_dense_optimizer",
     "check_data_bands",
+    "check_dense_inputs",
+    "run_meta",
     "crop_size_for",
     "encoder_pyramid",
     "random_crop_batch",
@@ -125,6 +129,41 @@ def check_data_bands(spec: EncoderSpec, band_names: Sequence[str] | None, count:
     """
     check_bands(spec.band_names, band_names, f"{where} (model {spec.name})", in_chans=len(spec.mean),
                 actual_count=count)
+
+
+def check_dense_inputs(
+    specs: Sequence[EncoderSpec],
+    band_names: Sequence[str] | None,
+    count: int,
+    where: str,
+    rasters: Sequence[str | os.PathLike] = (),
+    out_dir: str | os.PathLike | None = None,
+) -> list[str]:
+    """Everything that can be wrong before minutes of training: unique model names, the data's
+    bands against every encoder, and the bands of any raster to predict. Returns the names."""
+    from rspretrain.evaluation.sliding_window import raster_inputs_info
+
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names) or not names:
+        raise ConfigError(f"model names must be unique and at least one, got {names}")
+    if rasters and out_dir is None:
+        raise ConfigError("predicting rasters needs an output folder")
+    for spec in specs:
+        check_data_bands(spec, band_names, count, where)
+    for raster in rasters:
+        n, bands = raster_inputs_info([raster])
+        check_data_bands(specs[0], bands, n, str(raster))
+    return names
+
+
+def run_meta(task: str, **fields: Any) -> dict[str, Any]:
+    """The ``meta`` block of a dense task's ``metrics.json``: the task's fields plus versions and time."""
+    from rspretrain import __version__
+
+    return {
+        "task": task, **fields, "rspretrain_version": __version__, "torch_version": torch.__version__,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def encoder_arch(encoder: nn.Module) -> str | None:

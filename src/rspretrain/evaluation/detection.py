@@ -14,7 +14,6 @@ region split), or any COCO json / VOC folder / folder of images with CSV or XML 
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 from collections.abc import Sequence
@@ -24,13 +23,13 @@ import numpy as np
 import torch
 
 from rspretrain.datasets.detection import DetectionFolder, NeonTreeCrowns, crop_boxes
-from rspretrain.errors import ConfigError
 from rspretrain.evaluation.dense_metrics import detection_scores
 from rspretrain.evaluation.dense_report import DenseResult, display_rgb, plot_dense_metrics
 from rspretrain.evaluation.dense_training import (
     DenseSchedule,
     build_dense_optimizer,
-    check_data_bands,
+    check_dense_inputs,
+    run_meta,
     crop_size_for,
     encoder_pyramid,
     seed_everything,
@@ -152,23 +151,15 @@ def evaluate_detection(
         ConfigError: duplicate model names.
     """
     schedule = schedule or detection_schedule()
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names) or not names:
-        raise ConfigError(f"model names must be unique and at least one, got {names}")
     train, test, dataset = load_detection_data(data)
-    for spec in specs:
-        check_data_bands(spec, train.band_names, train.images[0].shape[0], str(train.path))
+    names = check_dense_inputs(specs, train.band_names, train.images[0].shape[0], str(train.path))
     device = torch.device(schedule.device)
     out = Path(out_dir) if out_dir is not None else None
-    from rspretrain import __version__
-
-    meta = {
-        "task": "detection", "dataset": dataset, "data": str(train.path), "classes": train.classes,
-        "split": train.split_mode, "n_train": len(train), "n_test": len(test), "train_boxes": train.num_boxes,
-        "test_boxes": test.num_boxes, "test_images": test.names, "schedule": schedule.to_dict(), "models": names,
-        "rspretrain_version": __version__, "torch_version": torch.__version__,
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    meta = run_meta(
+        "detection", dataset=dataset, data=str(train.path), classes=train.classes, split=train.split_mode,
+        n_train=len(train), n_test=len(test), train_boxes=train.num_boxes, test_boxes=test.num_boxes,
+        test_images=test.names, schedule=schedule.to_dict(), models=names,
+    )
     results: list[DenseResult] = []
     examples: dict[str, list[dict[str, np.ndarray]]] = {}
     shown = list(range(min(n_examples, len(test))))

@@ -14,7 +14,6 @@ Data (``data``): ``None`` / ``"dubai"`` / the ``dubai_aerial_seg`` folder -> :cl
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 from collections.abc import Sequence
@@ -26,13 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from rspretrain.datasets.segmentation_folder import DubaiAerialSegmentation, SegmentationFolder
-from rspretrain.errors import ConfigError
 from rspretrain.evaluation.dense_metrics import bootstrap_interval, confusion_matrix, iou_per_class, segmentation_scores
 from rspretrain.evaluation.dense_report import DenseResult, display_rgb, plot_dense_metrics
 from rspretrain.evaluation.dense_training import (
     DenseSchedule,
     build_dense_optimizer,
-    check_data_bands,
+    check_dense_inputs,
+    run_meta,
     crop_size_for,
     encoder_pyramid,
     random_crop_batch,
@@ -43,7 +42,7 @@ from rspretrain.evaluation.dense_training import (
 )
 from rspretrain.evaluation.features import EncoderSpec
 from rspretrain.evaluation.report import write_metrics_json
-from rspretrain.evaluation.sliding_window import predict_image, predict_raster, raster_inputs_info
+from rspretrain.evaluation.sliding_window import predict_image, predict_raster
 from rspretrain.nn.decoders import UPerNetSegmenter, describe_pyramid
 
 __all__ = ["evaluate_segmentation", "load_segmentation_data", "segmentation_schedule"]
@@ -141,29 +140,16 @@ def evaluate_segmentation(
         ConfigError: duplicate model names, or rasters to predict without ``out_dir``.
     """
     schedule = schedule or segmentation_schedule()
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names) or not names:
-        raise ConfigError(f"model names must be unique and at least one, got {names}")
-    if predict_rasters and out_dir is None:
-        raise ConfigError("predicting rasters needs an output folder")
     train, test, dataset = load_segmentation_data(data, scale)
-    for spec in specs:  # before any training: a wrong band order must not cost minutes first
-        check_data_bands(spec, train.band_names, train.images[0].shape[0], str(train.root))
-    if predict_rasters:
-        for raster in predict_rasters:
-            count, bands = raster_inputs_info([raster])
-            check_data_bands(specs[0], bands, count, str(raster))
+    names = check_dense_inputs(specs, train.band_names, train.images[0].shape[0], str(train.root), predict_rasters,
+                               out_dir)
     device = torch.device(schedule.device)
     out = Path(out_dir) if out_dir is not None else None
-    from rspretrain import __version__
-
-    meta = {
-        "task": "segmentation", "dataset": dataset, "data": str(train.root), "classes": train.classes,
-        "ignore_index": train.ignore_index, "scale": train.scale, "n_train": len(train), "n_test": len(test),
-        "test_images": test.names, "schedule": schedule.to_dict(), "models": names,
-        "rspretrain_version": __version__, "torch_version": torch.__version__,
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
+    meta = run_meta(
+        "segmentation", dataset=dataset, data=str(train.root), classes=train.classes,
+        ignore_index=train.ignore_index, scale=train.scale, n_train=len(train), n_test=len(test),
+        test_images=test.names, schedule=schedule.to_dict(), models=names,
+    )
     results: list[DenseResult] = []
     examples: dict[str, list[np.ndarray]] = {}
     shown = list(range(min(n_examples, len(test))))

@@ -272,6 +272,9 @@ class CMID(PretrainMethod):
         self.teacher.schedule.total_steps = max(1, int(self.schedule_total_steps))
         return self.teacher.update(self.student, step)
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # After the optimiser step (global_step already counts it), as in the official code.
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # After the optimiser step (global_step already counts it), as in the official code; here
+        # rather than in on_train_batch_end, which Lightning runs after the checkpoint callback,
+        # so a checkpoint written at this step holds the updated teacher (exact resume).
         self.update_teacher(self.global_step - 1)

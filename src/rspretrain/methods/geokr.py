@@ -102,6 +102,7 @@ class GeoKR(PretrainMethod):
         if kwargs.get("optim") is None:
             kwargs["optim"] = dict(GEOKR_OPTIM)
         super().__init__(**kwargs)
+        self._last_global_batch = 1
         self.save_hyperparameters()
         if consistency not in CONSISTENCY_KINDS:
             raise ConfigError(f"model.consistency: {consistency!r} is not one of {', '.join(CONSISTENCY_KINDS)}")
@@ -173,9 +174,12 @@ class GeoKR(PretrainMethod):
         world = self.trainer.world_size if self._trainer is not None else 1
         return int(batch["image"].shape[0]) * int(world)
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        # After the optimiser step, as the official loop: global_step is now the 1-based iteration just done.
-        self.update_teacher(self.global_step, self._global_batch(batch))
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # After the optimiser step, as the official loop: global_step is now the 1-based iteration
+        # just done. Here rather than in on_train_batch_end, which Lightning runs after the
+        # checkpoint callback, so a checkpoint written at this step holds the updated teacher.
+        self.update_teacher(self.global_step, self._last_global_batch)
 
     # -- loss ----------------------------------------------------------------------------------------
     def _targets(self, batch: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
@@ -191,6 +195,7 @@ class GeoKR(PretrainMethod):
     def loss_from_views(self, views: list[torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         (view,) = views[:1]
         targets = self._targets(batch, view.dtype)
+        self._last_global_batch = self._global_batch(batch)  # the sparse schedule's periods scale with it
         logits_s, pooled = self.student_logits(view)
         logits_t = self.teacher_logits(view)
         loss_cls = soft_target_cross_entropy(logits_s, targets)
