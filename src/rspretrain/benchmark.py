@@ -3,7 +3,7 @@
 Each run is ``NAME=CONFIG[,section.key=value...]`` or just a method name, which uses that
 method's EuroSAT config (:data:`DEFAULT_CONFIGS`). A run trains in its own process under an
 equal wall-clock budget (``trainer.budget_minutes``: the lr schedule is fitted to it) or an
-equal step budget, so its peak RSS is its own (``os.wait4`` gives the child's ``ru_maxrss``).
+equal step budget, so its peak RSS is its own (the child's ``VmHWM``).
 Every backbone is then scored by kNN and linear probe on EuroSAT test and UC Merced (plus any
 ``folder:PATH`` given), next to a random-init backbone of the same architecture and the
 image-statistics baseline, with 95 % bootstrap CIs.
@@ -87,7 +87,20 @@ class _TrainingClock(L.Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         seconds, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu_start
         steps = trainer.global_step - self.first_step
-        atomic_write_text(self.path, json.dumps({"steps": steps, "train_seconds": seconds, "cpu_seconds": cpu}) + "\n")
+        record = {"steps": steps, "train_seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb()}
+        atomic_write_text(self.path, json.dumps(record) + "\n")
+
+
+def peak_rss_mb() -> float | None:
+    """This process's own peak RSS (``VmHWM``; Linux). ``ru_maxrss`` would not do: it survives
+    ``exec``, so a child forked from a big parent reports the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    return None
 
 
 def _train_child(payload: str) -> None:
@@ -116,10 +129,9 @@ def train_run(run: BenchmarkRun, out: Path, settings: dict[str, Any]) -> dict[st
     run_dir.mkdir(parents=True, exist_ok=True)
     tqdm.write(f"[{run.name}] {'resuming' if job['resume'] else 'training'} {cfg.method} ({run.config})")
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "rspretrain.benchmark", "--train-child", json.dumps(job)])
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-m", "rspretrain.benchmark", "--train-child", json.dumps(job)])
     wall = time.perf_counter() - start
-    code = os.waitstatus_to_exitcode(status)
+    code = proc.returncode
     if code != 0:
         raise RuntimeError(f"[{run.name}] training exited with status {code}; rerun the benchmark to resume it")
     clock = json.loads((run_dir / "clock.json").read_text())
@@ -132,7 +144,7 @@ def train_run(run: BenchmarkRun, out: Path, settings: dict[str, Any]) -> dict[st
         # images/s of the last (or only) training segment; a resumed run times only its last part
         "images_per_s": round(clock["steps"] * cfg.data.batch_size / max(clock["train_seconds"], 1e-9), 1),
         "train_cpu_s": round(clock["cpu_seconds"], 1),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports KiB
+        "peak_rss_mb": clock["peak_rss_mb"],
         "wall_s": round(wall, 1),
     }
     atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
