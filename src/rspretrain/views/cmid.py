@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
 from rspretrain.views import functional as VF
+from rspretrain.views.band_views import BandViews
 from rspretrain.views.block_mask import BlockMaskGenerator
 from rspretrain.views.crop_geometry import cell_centres
 
@@ -83,7 +83,7 @@ class CMIDViewPair(NamedTuple):
     centres_b: torch.Tensor
 
 
-class CMIDViews(nn.Module):
+class CMIDViews(BandViews):
     """Make a :class:`CMIDViewPair` from a uint8/raw batch.
 
     Args:
@@ -96,6 +96,8 @@ class CMIDViews(nn.Module):
         feature_grid: cells per side of the backbone's last map (``image_size / output_stride``).
     """
 
+    config_class = CMIDViewsConfig
+
     def __init__(
         self,
         image_size: int,
@@ -107,12 +109,7 @@ class CMIDViews(nn.Module):
         mask_patch_size: int = 32,
         feature_grid: int = 7,
     ) -> None:
-        super().__init__()
-        self.image_size = image_size
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.value_scale = value_scale
-        self.rgb = tuple(rgb) if rgb is not None else None
-        self.cfg = config or CMIDViewsConfig()
+        super().__init__(image_size, mean, std, value_scale, rgb, config)
         self.masker = BlockMaskGenerator(image_size, mask_patch_size, self.cfg.mask_ratio)
         self.feature_grid = feature_grid
 

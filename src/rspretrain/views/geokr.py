@@ -23,14 +23,13 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from torch.nn import functional as F
 
 from rspretrain.views import functional as VF
+from rspretrain.views.band_views import BandViews
 
 
 @dataclass
@@ -48,7 +47,7 @@ class GeoKRViewsConfig:
     grayscale_p: float = 0.0
 
 
-class GeoKRViews(nn.Module):
+class GeoKRViews(BandViews):
     """One augmented, standardised view of a raw batch (see the module docstring).
 
     Args:
@@ -59,21 +58,7 @@ class GeoKRViews(nn.Module):
         config: the recipe's parameters.
     """
 
-    def __init__(
-        self,
-        image_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        value_scale: float = 255.0,
-        rgb: Sequence[int] | None = (0, 1, 2),
-        config: GeoKRViewsConfig | None = None,
-    ) -> None:
-        super().__init__()
-        self.image_size = image_size
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.value_scale = value_scale
-        self.rgb = tuple(rgb) if rgb is not None else None
-        self.cfg = config or GeoKRViewsConfig()
+    config_class = GeoKRViewsConfig
 
     def jitter(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Colour jitter of the RGB bands (brightness/contrast of every band when there are none)."""

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from rspretrain.views import functional as VF
+from rspretrain.views.band_views import BandViews
 
 
 @dataclass
@@ -57,7 +57,7 @@ def rgb_indices(band_names: Sequence[str] | None, in_chans: int) -> tuple[int, i
     return tuple(found)  # type: ignore[return-value]
 
 
-class MoCoV2Views(nn.Module):
+class MoCoV2Views(BandViews):
     """Make ``n_views`` independently augmented, standardised views of a uint8/raw batch.
 
     Args:
@@ -68,21 +68,7 @@ class MoCoV2Views(nn.Module):
         config: the recipe's parameters.
     """
 
-    def __init__(
-        self,
-        image_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        value_scale: float = 255.0,
-        rgb: Sequence[int] | None = (0, 1, 2),
-        config: ViewsConfig | None = None,
-    ) -> None:
-        super().__init__()
-        self.image_size = image_size
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.value_scale = value_scale
-        self.rgb = tuple(rgb) if rgb is not None else None
-        self.cfg = config or ViewsConfig()
+    config_class = ViewsConfig
 
     def one_view(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One augmented view of a float [0, 1] batch."""
