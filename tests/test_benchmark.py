@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from rspretrain.benchmark import BenchmarkRun, format_benchmark_table, run_benchmark
+from rspretrain.benchmark import BenchmarkRun, TrainingFailed, format_benchmark_table, run_benchmark
 from rspretrain.cli import main
 from rspretrain.errors import ConfigError
 
@@ -61,6 +61,33 @@ def test_benchmark_trains_scores_and_resumes(tmp_path, data_root, small_folder):
                           root=str(data_root))
     assert format_benchmark_table(again) == format_benchmark_table(rows)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items()) and len(stamps) == 5
+
+    # other settings in the same folder: an error naming the run folder, never the old results
+    with pytest.raises(ConfigError, match=r"moco: this run folder was made with other settings"):
+        run_benchmark(runs, out, budget_minutes=None, max_steps=4, datasets=(f"folder:{small_folder}",),
+                      root=str(data_root))
+    # other evaluation settings: the cached scores are not reused, the trainings are
+    capped = run_benchmark(runs, out, budget_minutes=None, max_steps=3, datasets=(f"folder:{small_folder}",),
+                           root=str(data_root), max_train_per_class=5)
+    assert len(capped) == len(rows)
+    assert all(p.stat().st_mtime_ns == t for p, t in stamps.items() if p.name == "train.json")
+    assert all(p.stat().st_mtime_ns != t for p, t in stamps.items() if p.name == "eval.json")
+
+
+def test_a_failing_run_is_reported_and_the_others_still_score(tmp_path, data_root, small_folder):
+    empty = tmp_path / "empty"
+    (empty / "Forest").mkdir(parents=True)
+    tiny = {"data.root": str(data_root), "data.batch_size": 8, "model.image_size": 32, "model.queue_size": 16}
+    runs = [BenchmarkRun("broken", "moco_resnet18_eurosat", {**tiny, "data.dataset": f"folder:{empty}"}),
+            BenchmarkRun("moco", "moco_resnet18_eurosat", {**tiny, "data.max_per_class": 4})]
+    out = tmp_path / "bench"
+    with pytest.raises(TrainingFailed, match=r"1 of 2 runs failed \(broken\)"):
+        run_benchmark(runs, out, budget_minutes=None, max_steps=2, datasets=(f"folder:{small_folder}",),
+                      root=str(data_root))
+    payload = json.loads((out / "results.json").read_text())
+    (failure,) = payload["failed"]
+    assert failure["run"] == "broken" and f"{empty}: no class folders with images" in failure["error"]
+    assert {r["method"] for r in payload["rows"]} == {"moco", "random-init", "image-statistics"}
 
 
 def test_cli_rejects_a_bad_run_key(tmp_path, capsys):

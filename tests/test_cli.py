@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 
 from rspretrain.cli import main, split_pretrain_args
 
@@ -84,6 +85,7 @@ def test_corrupt_image_names_the_file_and_skip_corrupt_counts_it(tmp_path, capsy
     assert last.startswith("rspretrain: error:") and broken.name in last and "Traceback" not in err
     assert main(args + ["--skip-corrupt"]) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert "skipped 1 of 13 images that could not be decoded (first:" in capsys.readouterr().err
 
 
 def test_land_cover_not_overlapping_the_imagery_is_one_line_naming_both_files(tmp_path, data_root, capsys):
@@ -103,3 +105,62 @@ def test_land_cover_not_overlapping_the_imagery_is_one_line_naming_both_files(tm
     assert code == 2 and len(err) == 1
     assert err[0].startswith("rspretrain: error:") and "nlcd2011.tif" in err[0] and "away.tif" in err[0]
     assert not (tmp_path / "labels.parquet").exists()
+
+
+def _scene_folder(root, broken_name=None, broken_bytes=b"", empty_class=False):
+    """A class-per-folder set of small real JPEGs; optionally one broken file or an empty class folder."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for cls in ("forest", "water"):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(root / cls / f"{i}.jpg")
+    if broken_name:
+        (root / "water" / broken_name).write_bytes(broken_bytes)
+    if empty_class:
+        (root / "sand").mkdir()
+    return root
+
+
+def _plain_geotiff(path):
+    """A GeoTIFF with pixels but no CRS or geotransform."""
+    import numpy as np
+    import rasterio
+
+    profile = {"driver": "GTiff", "width": 32, "height": 32, "count": 3, "dtype": "uint8"}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.full((3, 32, 32), 7, np.uint8))
+    return path
+
+
+def _bad_input(kind, tmp_path, data_root):
+    """(dataset spec, extra overrides, text the one-line error must contain) for each kind of broken input."""
+    if kind == "zero-byte":
+        return f"folder:{_scene_folder(tmp_path / 'd', 'empty.jpg', b'')}", [], "empty.jpg"
+    if kind == "not-an-image":
+        return f"folder:{_scene_folder(tmp_path / 'd', 'notes.jpg', b'meeting notes, not pixels')}", [], "notes.jpg"
+    if kind == "empty-class-folder":
+        return f"folder:{_scene_folder(tmp_path / 'd', empty_class=True)}", [], "sand"
+    if kind == "geotiff-without-crs":
+        return f"geotiff:{_plain_geotiff(tmp_path / 'plain.tif')}", [], "plain.tif"
+    if kind == "wrong-band-count":
+        s2 = data_root / "sen1floods11_sample" / "Spain_7370579_S2Hand.tif"
+        return f"geotiff:{s2}", ["--data.dataset_options", "{expected_bands: 4}"], "Spain_7370579_S2Hand.tif"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["zero-byte", "not-an-image", "empty-class-folder", "geotiff-without-crs",
+                                  "wrong-band-count"])
+def test_bad_input_is_one_line_naming_the_file_and_exit_2(kind, tmp_path, data_root, capsys):
+    spec, extra, named = _bad_input(kind, tmp_path, data_root)
+    code = main(["pretrain", "moco", "--config", "moco_resnet18_eurosat", "--data.dataset", spec, *extra,
+                 "--data.split", "all", "--data.batch_size", "4", "--model.image_size", "16",
+                 "--model.queue_size", "8", "--trainer.max_steps", "1", "--trainer.progress_bar", "false",
+                 "--trainer.out_dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err
+    assert last.startswith("rspretrain: error:") and named in last, last
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()

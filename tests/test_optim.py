@@ -14,6 +14,13 @@ def test_cosine_with_warmup():
     assert lr_multiplier(cfg, 110, 110) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_warmup_from_a_start_ratio_as_cmid():
+    cfg = OptimConfig(schedule="cosine", warmup_steps=10, warmup_start_ratio=0.01)
+    assert lr_multiplier(cfg, 0, 110) == pytest.approx(0.01)
+    assert lr_multiplier(cfg, 5, 110) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert lr_multiplier(cfg, 10, 110) == pytest.approx(1.0)
+
+
 def test_cosine_restarts_gersp():
     # GeRSP: 5 cycles from 0.007 down to 0.001 (min ratio 1/7), each restarting at the base lr.
     cfg = OptimConfig(schedule="cosine_restarts", restart_cycles=5, min_lr_ratio=1 / 7)

@@ -1,6 +1,7 @@
 """End-to-end: a short real pretraining on EuroSAT lowers the loss, checkpoints, resumes and evaluates."""
 
 import csv
+import json
 
 import pytest
 import torch
@@ -98,6 +99,9 @@ def test_resume_continues_to_more_steps(trained, tmp_path, data_root):
     cfg2 = _cfg(tmp_path, data_root, **{"trainer.max_steps": 84})
     final2 = pretrain(cfg2, resume=True)
     assert load_checkpoint(final2)["global_step"] == 84
+    record = json.loads((run / "provenance.json").read_text())
+    (first,) = record["earlier_segments"]  # the first segment's record is kept, the new one is on top
+    assert first["config"]["trainer"]["max_steps"] == 80 and record["config"]["trainer"]["max_steps"] == 84
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path, data_root):

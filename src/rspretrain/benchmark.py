@@ -10,7 +10,12 @@ image-statistics baseline, with 95 % bootstrap CIs.
 
 A half-finished benchmark is resumed by running the same command again: finished trainings
 (``train.json``) and evaluations (``eval.json``) are reused, an interrupted training continues
-from its last checkpoint.
+from its last checkpoint. Both records carry the settings they were made with (a fingerprint of
+config, overrides, budget and evaluation datasets): a run folder made with other settings is an
+error (never silently reused), and cached scores for other evaluation settings are recomputed.
+
+A run whose training fails (a non-finite loss, a crash) is reported and left out of the table;
+the others go on, and the command exits non-zero at the end.
 
 Outputs in ``--out``: ``results.json`` (one row per model × dataset × protocol with
 ``method, dataset, protocol, accuracy, ci_low, ci_high, images_per_s, peak_rss_mb,
@@ -21,6 +26,7 @@ images/s, peak RSS and wall time).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -35,7 +41,7 @@ import yaml
 from tqdm import tqdm
 
 from rspretrain.checkpoint_io import atomic_write_text
-from rspretrain.errors import ConfigError
+from rspretrain.errors import ConfigError, RSPretrainError
 
 #: Method name -> the config a bare method name in ``--runs`` trains with.
 DEFAULT_CONFIGS = {
@@ -109,9 +115,24 @@ def _train_child(payload: str) -> None:
     from rspretrain.train import pretrain
 
     job = json.loads(payload)
-    cfg = load_config(job["config"], job["overrides"])
-    clock = _TrainingClock(Path(job["run_dir"]) / "clock.json")
-    pretrain(cfg, resume=job["resume"], callbacks=[clock])
+    try:
+        cfg = load_config(job["config"], job["overrides"])
+        clock = _TrainingClock(Path(job["run_dir"]) / "clock.json")
+        pretrain(cfg, resume=job["resume"], callbacks=[clock])
+    except RSPretrainError as err:  # one line, as the CLI does; the parent puts it in its report
+        print(f"rspretrain: error: {err}", file=sys.stderr)
+        atomic_write_text(Path(job["run_dir"]) / "error.txt", f"{err}\n")
+        sys.exit(2)
+
+
+class TrainingFailed(RSPretrainError):
+    """A benchmark run's training subprocess exited non-zero."""
+
+
+def fingerprint(settings: dict[str, Any]) -> str:
+    """A short stable hash of the settings a cached record was made with."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def train_run(run: BenchmarkRun, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
@@ -120,20 +141,36 @@ def train_run(run: BenchmarkRun, out: Path, settings: dict[str, Any]) -> dict[st
 
     run_dir = out / run.name
     record_path = run_dir / "train.json"
-    if record_path.is_file():
-        return json.loads(record_path.read_text())
     overrides = {**run.overrides, **settings, "trainer.out_dir": str(run_dir)}
     cfg = load_config(run.config, overrides)  # fail here, in this process, on a bad key
+    key = fingerprint({"config": run.config, "overrides": {**run.overrides, **settings}})
+    stamp = run_dir / "benchmark_settings.json"
+    if stamp.is_file():
+        made_with = json.loads(stamp.read_text())
+        if made_with.get("fingerprint") != key:
+            raise ConfigError(
+                f"{run_dir}: this run folder was made with other settings ({made_with.get('settings')}); "
+                "use another --out or remove the folder"
+            )
+        if record_path.is_file():
+            return json.loads(record_path.read_text())
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise ConfigError(f"{run_dir}: not empty and not made by this benchmark; use another --out")
     last = run_dir / "checkpoints" / "last.ckpt"
     job = {"config": run.config, "overrides": overrides, "run_dir": str(run_dir), "resume": last.is_file()}
     run_dir.mkdir(parents=True, exist_ok=True)
+    settings_record = {"config": run.config, "overrides": {**run.overrides, **settings}}
+    atomic_write_text(stamp, json.dumps({"fingerprint": key, "settings": settings_record}, default=str) + "\n")
     tqdm.write(f"[{run.name}] {'resuming' if job['resume'] else 'training'} {cfg.method} ({run.config})")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "rspretrain.benchmark", "--train-child", json.dumps(job)])
     wall = time.perf_counter() - start
     code = proc.returncode
     if code != 0:
-        raise RuntimeError(f"[{run.name}] training exited with status {code}; rerun the benchmark to resume it")
+        error = run_dir / "error.txt"
+        why = error.read_text().strip() if error.is_file() else "its output is above"
+        error.unlink(missing_ok=True)
+        raise TrainingFailed(f"[{run.name}] training exited with status {code}: {why}")
     clock = json.loads((run_dir / "clock.json").read_text())
     from rspretrain.train import load_checkpoint
 
@@ -157,15 +194,20 @@ def evaluate_run(name: str, specs: list, out: Path, datasets: list[str], root: s
     from rspretrain.evaluation import evaluate_scene_classification
 
     path = out / name / "eval.json"
+    key = fingerprint({"datasets": datasets, "root": root, "max_train_per_class": max_train_per_class,
+                       "image_statistics": include_image_statistics, "models": [s.name for s in specs]})
     if path.is_file():
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if isinstance(cached, dict) and cached.get("fingerprint") == key:
+            return cached["rows"]
+        tqdm.write(f"[{name}] cached scores were made with other evaluation settings: scoring again")
     results = evaluate_scene_classification(
         specs, datasets, protocols=("knn", "linear"), root=root, out_dir=out / name / "eval",
         max_train_per_class=max_train_per_class, include_image_statistics=include_image_statistics,
     )
     rows = [r.to_dict() for r in results]
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(rows, indent=2) + "\n")
+    atomic_write_text(path, json.dumps({"fingerprint": key, "rows": rows}, indent=2) + "\n")
     return rows
 
 
@@ -200,27 +242,39 @@ def run_benchmark(
     if root:
         settings["data.root"] = root
     datasets = list(datasets)
-    records, rows = {}, []
-    first = None
+    records, rows, failed = {}, [], []
+    # one random-init baseline per (architecture, bands, input size) among the runs, in order of appearance
+    baselines: dict[tuple, EncoderSpec] = {}
     for run in tqdm(runs, desc="benchmark runs", unit="run"):
-        records[run.name] = train_run(run, out, settings)
+        try:
+            records[run.name] = train_run(run, out, settings)
+        except TrainingFailed as err:
+            tqdm.write(f"rspretrain: {err}")
+            failed.append({"run": run.name, "error": str(err)})
+            continue
         method = load_method(out / run.name / "checkpoints" / "last.ckpt")
         spec = EncoderSpec(run.name, method.backbone_to_export().eval(), method.mean, method.std,
                            method.views.image_size, method.band_names)
-        first = first or spec
+        baselines.setdefault((spec.encoder.arch, spec.encoder.in_chans, spec.image_size), spec)
         for row in evaluate_run(run.name, [spec], out, datasets, root, max_train_per_class, False):
             rows.append({**row, "method": run.name, **_cost(records[run.name])})
-    baseline = random_init_spec(first.encoder.arch, first.encoder.in_chans, first.image_size, first.mean, first.std,
-                                first.band_names)
-    for row in evaluate_run(BASELINES, [baseline], out, datasets, root, max_train_per_class, True):
-        rows.append({**row, "method": row["model"], **_cost(None)})
+    for i, ((arch, in_chans, size), spec) in enumerate(baselines.items()):
+        baseline = random_init_spec(arch, in_chans, size, spec.mean, spec.std, spec.band_names)
+        name = BASELINES if i == 0 else f"{BASELINES}_{arch}_{size}"
+        for row in evaluate_run(name, [baseline], out, datasets, root, max_train_per_class, i == 0):
+            label = row["model"] if i == 0 or row["model"] != "random-init" else f"random-init ({arch})"
+            rows.append({**row, "method": label, **_cost(None)})
     payload = {
         "budget_minutes": budget_minutes, "budget_clock": budget_clock, "max_steps": max_steps, "datasets": datasets,
-        "runs": list(records.values()), "rows": rows,
+        "runs": list(records.values()), "failed": failed, "rows": rows,
     }
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
     atomic_write_text(out / "results.md", format_benchmark_table(rows) + "\n")
-    plot_benchmark(rows, list(records.values()), out / "benchmark.png")
+    if rows:
+        plot_benchmark(rows, list(records.values()), out / "benchmark.png")
+    if failed:
+        raise TrainingFailed(f"{len(failed)} of {len(runs)} runs failed ({', '.join(f['run'] for f in failed)}); "
+                             f"the others are in {out / 'results.json'}")
     return rows
 
 

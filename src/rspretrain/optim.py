@@ -5,7 +5,8 @@ weight decay off for norms and biases when asked. Schedules are per-step multipl
 base lr, driven by ``torch.optim.lr_scheduler.LambdaLR`` so Lightning steps them and saves
 their state in checkpoints:
 
-- ``cosine``: linear warm-up, then half-cosine to ``min_lr_ratio`` (MoCo v2, CMID);
+- ``cosine``: linear warm-up (from ``warmup_start_ratio`` x lr, or from lr / warmup_steps when it is 0),
+  then half-cosine to ``min_lr_ratio`` (MoCo v2, CMID);
 - ``cosine_restarts``: ``restart_cycles`` equal cosine cycles from 1 to ``min_lr_ratio``
   (GeRSP: mmcv CosineRestart, 5 periods, lr 0.007 -> 0.001, i.e. min_lr_ratio = 1/7);
 - ``step``: multiply by ``step_gamma`` every ``step_every`` steps (GeoKR: StepLR 0.9 per epoch);
@@ -36,6 +37,7 @@ class OptimConfig:
     no_decay_on_norm_and_bias: bool = False
     schedule: str = "cosine"
     warmup_steps: int = 0
+    warmup_start_ratio: float = 0.0
     min_lr_ratio: float = 0.0
     restart_cycles: int = 5
     step_gamma: float = 0.9
@@ -46,6 +48,8 @@ def lr_multiplier(cfg: OptimConfig, step: int, total_steps: int) -> float:
     """Factor applied to the base lr at ``step`` of ``total_steps``."""
     total_steps = max(1, total_steps)
     if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        if cfg.warmup_start_ratio > 0:  # from start_ratio * lr at step 0 up to lr at warmup_steps (CMID: 0.01)
+            return cfg.warmup_start_ratio + (1 - cfg.warmup_start_ratio) * step / cfg.warmup_steps
         return (step + 1) / cfg.warmup_steps
     if cfg.schedule == "constant":
         return 1.0

@@ -83,6 +83,11 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
     model, dm = build(cfg)
     out.mkdir(parents=True, exist_ok=True)
     record = provenance.collect(cfg.to_dict(), cfg.seed)
+    earlier = out / "provenance.json"
+    if ckpt_path is not None and earlier.is_file():
+        # A resumed run keeps what each earlier segment ran with (code version, host, start time).
+        previous = json.loads(earlier.read_text())
+        record["earlier_segments"] = [*previous.pop("earlier_segments", []), previous]
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     atomic_write_text(out / "provenance.json", json.dumps(record, indent=2) + "\n")
     model.provenance = record  # saved inside every checkpoint (see PretrainMethod.on_save_checkpoint)

@@ -209,6 +209,18 @@ def test_nodata_is_excluded(tmp_path):
     assert strict.windows.tolist() == [[0, 4]] and strict.dropped_no_land_cover == 3
 
 
+def test_image_nodata_pixels_count_no_land_cover(tmp_path):
+    pixels = np.ones((1, 4, 4), np.uint16)
+    pixels[0, :, :1] = 0  # the image's nodata: the left quarter of the tile
+    image = _write(tmp_path / "img.tif", pixels, nodata=0)
+    codes = np.full((4, 4), 42, np.uint8)  # forest ...
+    codes[:, :1] = 11  # ... except water exactly under the image's nodata column
+    product = _write(tmp_path / "lc.tif", codes)
+    labels = land_cover_proportions(RasterTiles(read_raster(image), tile=4, max_nodata_fraction=0.5), product, "nlcd8")
+    np.testing.assert_allclose(labels.proportions[0], [0, 0, 0, 1, 0, 0, 0, 0])  # the water is not seen: not counted
+    assert labels.land_cover_fraction[0] == 0.75
+
+
 def test_tiles_outside_the_extent_are_dropped_and_counted(tmp_path):
     image = _write(tmp_path / "img.tif", np.ones((1, 8, 16), np.uint8))
     # the product covers the left 6 image columns only (60 m), at a coarser 30 m grid

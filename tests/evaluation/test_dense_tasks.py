@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from rasterio.windows import Window
 
-from rspretrain.errors import BandMismatchError, DataError
+from rspretrain.errors import BandMismatchError, ConfigError, DataError
 from rspretrain.evaluation.change_detection import change_schedule, evaluate_change_detection
 from rspretrain.evaluation.detection import detection_schedule, dihedral_boxes, evaluate_detection, random_box_crop
 from rspretrain.evaluation.features import EncoderSpec
@@ -84,6 +84,14 @@ def test_detection_one_epoch_on_neon(data_root, tmp_path):
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["meta"]["test_boxes"] > 10 and saved["meta"]["classes"] == ["Tree"]
     assert (tmp_path / "detections.png").is_file()
+
+
+def test_detection_refuses_a_fixed_size_transformer_encoder_before_training(data_root, tmp_path):
+    vit = random_init_spec("vit_small_patch16_224", 3, 64, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
+                           ("red", "green", "blue"))
+    with pytest.raises(ConfigError, match="random-init is a vit_small_patch16_224 encoder built for one input size"):
+        evaluate_detection([vit], data_root / "deepforest_neon_trees", tmp_path, detection_schedule(progress=False))
+    assert not (tmp_path / "metrics.json").exists()
 
 
 def test_random_box_crop_moves_boxes_with_the_pixels():

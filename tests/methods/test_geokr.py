@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -147,11 +148,38 @@ def trained(tmp_path_factory, data_root):
         "trainer.progress_bar": False,
     })
     torch.manual_seed(0)
-    return pretrain(cfg), tmp
+    watcher = _TeacherWatcher()
+    return pretrain(cfg, callbacks=[watcher]), tmp, watcher
+
+
+class _TeacherWatcher(L.Callback):
+    """Records after which 1-based optimiser steps the teacher's weights actually changed."""
+
+    def __init__(self) -> None:
+        self.changed_after: list[int] = []
+        self.previous: torch.Tensor | None = None
+
+    def _snapshot(self, pl_module) -> torch.Tensor:
+        return torch.cat([p.detach().flatten().clone() for p in pl_module.teacher.module.parameters()])
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.previous = self._snapshot(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = self._snapshot(pl_module)
+        if not torch.equal(now, self.previous):
+            self.changed_after.append(trainer.global_step)  # counts the step just done here
+        self.previous = now
+
+
+def test_sparse_teacher_changes_exactly_after_the_documented_iterations(trained):
+    """Through a real Trainer: with periods of 8 the teacher moves after iterations 1 and 9 only (i % 8 == 1)."""
+    *_, watcher = trained
+    assert watcher.changed_after == [1, 9]
 
 
 def test_pretrain_checkpoint_logs(trained):
-    final, _ = trained
+    final, *_ = trained
     ckpt = load_checkpoint(final)
     assert ckpt["global_step"] == 10 and ckpt["rspretrain"]["method"] == "geokr"
     with open(final.parent.parent / "logs" / "metrics.csv") as f:
@@ -170,7 +198,7 @@ def test_pretrain_checkpoint_logs(trained):
 
 
 def test_export_teacher_with_band_metadata_and_student_on_request(trained, capsys):
-    final, tmp = trained
+    final, tmp, _ = trained
     model = load_method(final)
     assert main(["export", str(final), "--to", str(tmp / "teacher.safetensors")]) == 0
     meta = read_metadata(tmp / "teacher.safetensors")

@@ -16,6 +16,15 @@ def _backbone(arch):
     return Backbone(arch, in_chans=4, image_size=64, timm_kwargs=SMALL[arch]).eval()
 
 
+def _module_after_token_site(bb):
+    """The module that consumes the stem / patch-embedding output (with the token already on it)."""
+    if bb.arch.startswith("resnet"):
+        return bb.model.layer1
+    if bb.arch.startswith("swin"):
+        return bb.model.layers[0]
+    return bb.model.pos_drop  # ViT: patch tokens + position embedding (+ class token first)
+
+
 @pytest.mark.parametrize("arch,stride,token_stride,grid", [
     ("resnet18", 32, 4, 16), ("swin_tiny_patch4_window7_224", 32, 4, 16), ("vit_small_patch16_224", 16, 16, 4),
 ])
@@ -28,24 +37,28 @@ def test_mask_token_changes_only_masked_positions(arch, stride, token_stride, gr
     token = MaskToken(bb.token_channels)
     with torch.no_grad():
         token.token.normal_()
-    site = bb._token_site()[0]
+    # What the network itself feeds on past the token site, in a plain and a masked forward_last_map.
     seen = []
-    handle = site.register_forward_hook(lambda m, i, out: seen.append(out.detach().clone()))  # runs before the token's
-    plain = bb.forward_last_map(x)
-    masked = bb.forward_last_map(x, mask, token)
+    handle = _module_after_token_site(bb).register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    with torch.no_grad():
+        plain = bb.forward_last_map(x)
+        masked = bb.forward_last_map(x, mask, token)
     handle.remove()
     assert plain.shape == masked.shape == (2, bb.num_features, 64 // stride, 64 // stride)
     assert torch.allclose(plain.mean(dim=(2, 3)), bb(x), atol=1e-5)  # GAP of the last map = pooled feature
-    # the token's effect at the site: exactly the masked token cells move, by the token
-    with torch.no_grad():
-        token_mask = mask.repeat_interleave(grid // mask.shape[1], 1).repeat_interleave(grid // mask.shape[2], 2)
-        channels_last = bb._token_site()[3]
-        after = token(seen[1], token_mask, channels_last)
-    before = seen[1]
-    diff = (after - before).abs()
-    diff = diff.sum(-1) if channels_last else diff.sum(1)
-    diff = diff.reshape(2, grid, grid)
-    assert torch.equal(diff > 0, token_mask)
+    before, after = seen
+    channels_last = bb._token_site()[3]
+    if arch.startswith("vit"):  # (B, prefix + N, C): the class token is never masked
+        prefix = bb.model.num_prefix_tokens
+        assert torch.equal(before[:, :prefix], after[:, :prefix])
+        before, after = before[:, prefix:], after[:, prefix:]
+    diff = after - before
+    if not channels_last:
+        diff = diff.permute(0, 2, 3, 1)
+    diff = diff.reshape(2, grid, grid, -1)  # row-major token cells, channels last
+    expected = mask.repeat_interleave(grid // mask.shape[1], 1).repeat_interleave(grid // mask.shape[2], 2)
+    assert torch.equal(diff.abs().sum(-1) > 0, expected)  # exactly the masked cells move ...
+    assert torch.allclose(diff[expected], token.token.detach().expand(int(expected.sum()), -1), atol=1e-5)  # by t
     assert not torch.allclose(plain, masked)
 
 

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from rspretrain.datasets import InMemoryImageDataset
+from rspretrain.errors import ConfigError
 from rspretrain.export import export_scene_classifier, load_scene_classifier
 from rspretrain.losses.feature_reconstruction import feature_reconstruction
 from rspretrain.tasks import SceneClassificationTask, SSKDNet
@@ -148,3 +149,10 @@ def test_resnet50_backbone_trains_a_step():
     loss, _, _ = task.loss(x, y)
     loss.backward()
     assert torch.isfinite(loss) and task.net.fusion.project[2][0].weight.grad is not None
+
+
+def test_a_shuffle_grid_that_does_not_tile_the_low_level_map_fails_at_construction():
+    with pytest.raises(ConfigError, match=r"shuffle_grid 4 does not divide the 18x18 low-level map of a 72 px input"):
+        _task(image_size=72)
+    assert _task(image_size=72, shuffle_grid=3).shuffler.grid == 3  # 18 = 6 x 3
+    assert _task(image_size=72, shuffle=False).shuffler.enabled is False

@@ -18,7 +18,7 @@ works for any product, in any CRS and at any resolution:
    cutting tiles from it gives exactly what warping the product onto each tile's footprint would.
 3. **Counting.** For every tile, the class counts over its footprint give the target ``a_c = n_c / sum_c' n_c'``
    (the official normalisation, without its ``+1e-6``: tiles with no counted pixel are dropped instead, as
-   METHODS.md §3.7 recommends). Tiles entirely outside the product's extent are dropped and counted as
+   METHODS.md §3.7 recommends). Pixels that are nodata in the image are not counted either. Tiles entirely outside the product's extent are dropped and counted as
    ``dropped_outside``; tiles inside it with no counted pixel (only nodata / classless codes), or with a counted
    fraction of their footprint below ``min_land_cover_fraction``, are dropped and counted as
    ``dropped_no_land_cover``.
@@ -496,6 +496,12 @@ def land_cover_proportions(
         product, scheme, raster.crs, sub_transform, row1 - row0, col1 - col0, supersample, max_supersample, image_name
     )
     s = aligned.supersample
+    # Image nodata pixels (kept tiles may have up to max_nodata_fraction of them) count no land cover: the
+    # proportions describe the part of the footprint the image shows.
+    image_missing = ~raster.valid_mask()[row0:row1, col0:col1]
+    if image_missing.any():
+        fine_missing = image_missing.repeat(s, axis=0).repeat(s, axis=1)
+        aligned.class_map[fine_missing & (aligned.class_map != OUTSIDE)] = NOT_COUNTED
     k = scheme.num_classes
     offset = -OUTSIDE  # class-map values start at OUTSIDE = -3
     counts = np.empty((len(windows), k + offset), dtype=np.int64)

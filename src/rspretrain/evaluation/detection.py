@@ -38,7 +38,9 @@ from rspretrain.evaluation.dense_training import (
     value_scale_for,
 )
 from rspretrain.evaluation.features import EncoderSpec
+from rspretrain.errors import ConfigError
 from rspretrain.evaluation.report import write_metrics_json
+from rspretrain.nn.backbones import is_transformer
 from rspretrain.nn.decoders import describe_pyramid
 from rspretrain.nn.detectors import build_faster_rcnn
 
@@ -153,6 +155,13 @@ def evaluate_detection(
     schedule = schedule or detection_schedule()
     train, test, dataset = load_detection_data(data)
     names = check_dense_inputs(specs, train.band_names, train.images[0].shape[0], str(train.path))
+    for spec in specs:
+        arch = str(getattr(spec.encoder, "arch", getattr(spec.encoder, "rs_arch", "")))
+        if is_transformer(arch):
+            # Faster R-CNN feeds whole images of any size; our ViT/Swin encoders are built for one input size
+            # (position embeddings, windows), so they are refused here rather than failing mid-training.
+            raise ConfigError(f"detection: {spec.name} is a {arch} encoder built for one input size; detection "
+                              "takes CNN backbones (ResNet family) for now")
     device = torch.device(schedule.device)
     out = Path(out_dir) if out_dir is not None else None
     meta = run_meta(

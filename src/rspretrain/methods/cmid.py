@@ -34,6 +34,14 @@ Choices where the paper/code leave room (see also the views' and losses' docstri
   averaging their patch tokens, so the exported backbone's pooled feature is the global
   branch's input (timm ``global_pool="avg", fc_norm=False``, unless set in ``backbone_kwargs``).
 - The DINO centre is updated after each direction's loss (twice per step), as the official code.
+- Normalisation uses the training data's own per-band mean/std (every rspretrain method does, so
+  N-band data works), not the official fixed RGB statistics (0.338, 0.361, 0.335) / (0.136,
+  0.135, 0.141) computed on MillionAID.
+- The lr warm-up starts at ``optim.warmup_start_ratio`` x lr (0.01 in the CMID configs, as the
+  official code). Weight decay is off for norms and biases (``no_decay_on_norm_and_bias``) but
+  not for transformers' position embeddings and class token (the spec names norms and biases).
+- Under gradient accumulation the queue takes every micro-batch's keys, the EMA runs once per
+  optimiser step.
 
 References:
     - [0] Muhtar, Zhang, Xiao, Li, Gu, "CMID: A Unified Self-Supervised Learning Framework for
@@ -158,6 +166,8 @@ class CMID(PretrainMethod):
         )
         self.teacher_temperature = TeacherTemperature(warmup_teacher_temp, teacher_temp, teacher_temp_warmup_fraction)
         cells = self.views.feature_grid**2
+        if num_matches is not None and num_matches < 1:
+            raise ConfigError(f"model.num_matches must be >= 1 (or null for 20/49 of the cells), got {num_matches}")
         self.num_matches = min(num_matches, cells) if num_matches else default_num_matches(cells)
         self.temperature = temperature
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
@@ -274,7 +284,9 @@ class CMID(PretrainMethod):
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        # After the optimiser step (global_step already counts it), as in the official code; here
-        # rather than in on_train_batch_end, which Lightning runs after the checkpoint callback,
-        # so a checkpoint written at this step holds the updated teacher (exact resume).
-        self.update_teacher(self.global_step - 1)
+        # After the optimiser step, as in the official code, with the momentum of the 0-based iteration
+        # just done: Lightning counts the step as completed only after this hook returns, so
+        # global_step is that index here. Here rather than in on_train_batch_end, which Lightning runs
+        # after the checkpoint callback, so a checkpoint written at this step holds the updated
+        # teacher (exact resume).
+        self.update_teacher(self.global_step)

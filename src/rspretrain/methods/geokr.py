@@ -27,6 +27,14 @@ ImageNet initialisation needs a local timm weight file (``init_weights``; no dow
 from scratch by default; the export is the teacher's backbone (``export="student"`` or ``rspretrain export
 --network student`` gives the student's); the class list is the scheme's (``nlcd8``, ``globeland30``, ...).
 
+Left out of the official patch extraction (METHODS.md §3.2 step 1), on purpose: the per-scene 1-99 percentile
+stretch to 8 bits and the brightness / contrast / cloud patch filters. Pixels are scaled by the data type's maximum
+and standardised per band with the data's statistics, which keeps N-band reflectances comparable across scenes;
+tiles are dropped for image nodata (``max_nodata_fraction``) and for missing land cover, not for cloud. The
+land-cover edition (the one nearest the acquisition date, METHODS.md §3.7) is the file the user passes. Whole
+scenes are read into memory (tiles are cut from it): fine for Landsat/Sentinel scenes, not for 1 m mosaics of
+many GB, which should be cut into scene files first.
+
 References:
     - [0] W. Li, K. Chen, H. Chen, Z. Shi, "Geographical Knowledge-Driven Representation Learning for Remote Sensing
       Images", IEEE TGRS 60, 2022, https://arxiv.org/abs/2107.05276; code
@@ -176,10 +184,12 @@ class GeoKR(PretrainMethod):
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
-        # After the optimiser step, as the official loop: global_step is now the 1-based iteration
-        # just done. Here rather than in on_train_batch_end, which Lightning runs after the
-        # checkpoint callback, so a checkpoint written at this step holds the updated teacher.
-        self.update_teacher(self.global_step, self._last_global_batch)
+        # After the optimiser step, as the official loop. Lightning counts the step as completed only
+        # after this hook returns, so global_step is still the number of steps before this one and the
+        # 1-based iteration just done is global_step + 1. Here rather than in on_train_batch_end, which
+        # Lightning runs after the checkpoint callback, so a checkpoint written at this step holds the
+        # updated teacher.
+        self.update_teacher(self.global_step + 1, self._last_global_batch)
 
     # -- loss ----------------------------------------------------------------------------------------
     def _targets(self, batch: dict[str, torch.Tensor], dtype: torch.dtype) -> torch.Tensor:

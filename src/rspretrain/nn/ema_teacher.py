@@ -62,7 +62,8 @@ class SparseMomentum:
     function of the iteration, so it survives a resume.
 
     ``step`` is the number of optimiser steps done, i.e. the official 1-based iteration when the update runs after
-    the optimiser step (Lightning's ``global_step`` in ``on_train_batch_end``).
+    the optimiser step (Lightning's ``global_step`` in ``on_train_batch_end``, or ``global_step + 1`` inside the
+    ``optimizer_step`` hook, where Lightning has not yet counted the step).
 
     Args:
         alpha: the momentum of an update (0.95).

@@ -22,7 +22,8 @@ def gather_from_all_ranks(x: torch.Tensor) -> torch.Tensor:
 
 
 class MemoryQueue(nn.Module):
-    """A ring buffer of ``size`` L2-normalised keys of dimension ``dim``.
+    """A ring buffer of ``size`` keys of dimension ``dim`` (initialised L2-normalised; the keys put in are stored
+    as given, and :func:`~rspretrain.losses.info_nce.info_nce` normalises the negatives it reads).
 
     :meth:`enqueue` takes every key tensor produced in one step at once and gathers them across
     DDP ranks in a single collective, so each key enters the queue exactly once per step

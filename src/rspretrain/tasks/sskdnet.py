@@ -30,6 +30,11 @@ pre-training; inference uses the backbone side only.
 
 Ablations: ``kd_weight=0`` (no KD), ``shuffle=False`` (no shuffle), ``fusion=False`` (no fusion).
 
+**Left out of METHODS.md §4.3's sketch, on purpose:** masking the *image* (its ``mask_on = image`` option): the
+abstract speaks of masking and shuffling the low-level *feature map*, so only that is implemented; the
+spatial-attention fusion variant (the sketch offers it as an alternative to channel attention); an ImageNet init
+by name (nothing is downloaded here: pass an exported ``.safetensors`` backbone as ``init`` instead).
+
 References:
     - [0] Zhao, Liu, Yang, Wu, "SSKDNet: Self-Supervision-Based Knowledge Distillation Network for Remote Sensing
       Scene Classification", Remote Sensing 14(19):4813, 2022, https://doi.org/10.3390/rs14194813
@@ -118,6 +123,14 @@ class SSKDNet(SceneClassificationTask):
         if not -len(info) <= hp.low_stage < len(info):
             raise ConfigError(f"model.low_stage {hp.low_stage} out of range: {self.net.backbone.arch} has "
                               f"{len(info)} stage maps")
+        side = -(-int(hp.image_size) // int(info[hp.low_stage]["reduction"]))  # stride-2 convs round up
+        if hp.shuffle and side % hp.shuffle_grid:
+            # Checked here, before any data is read, rather than at the first training step.
+            raise ConfigError(
+                f"model.shuffle_grid {hp.shuffle_grid} does not divide the {side}x{side} low-level map of a "
+                f"{hp.image_size} px input (stage {hp.low_stage}, stride {info[hp.low_stage]['reduction']}); "
+                f"pick an image size whose map side is a multiple of it, or another shuffle_grid"
+            )
         self.masker = SaliencyBackgroundMasker(hp.mask_ratio, hp.mask_grid, hp.mask_fill)
         self.shuffler = GridShuffle(hp.shuffle_grid, enabled=hp.shuffle)
         self.branch = RestorationBranch(info[hp.low_stage]["num_chs"], self.num_classes, hp.branch_width)
