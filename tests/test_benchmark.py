@@ -95,3 +95,24 @@ def test_cli_rejects_a_bad_run_key(tmp_path, capsys):
                  "--out", str(tmp_path)])
     assert code == 2
     assert "no_such_key" in capsys.readouterr().err
+
+
+def test_finetune_rows_for_sskdnet_and_plain_finetuning_from_random_and_a_run(tmp_path, data_root, small_folder):
+    tiny = {"data.root": str(data_root), "data.max_per_class": 4, "data.batch_size": 8, "model.image_size": 32,
+            "model.queue_size": 16}
+    runs = [BenchmarkRun("moco", "moco_resnet18_eurosat", tiny)]
+    out = tmp_path / "bench"
+    rows = run_benchmark(runs, out, budget_minutes=None, max_steps=2, datasets=(f"folder:{small_folder}",),
+                         root=str(data_root), finetune=("finetune", "sskdnet"), finetune_epochs=1,
+                         finetune_init=("moco",))
+    tuned = {r["method"]: r for r in rows if r["protocol"] == "finetune"}
+    assert set(tuned) == {"finetune", "sskdnet", "finetune from moco", "sskdnet from moco"}
+    for row in tuned.values():
+        assert row["ci_low"] <= row["accuracy"] <= row["ci_high"] and row["n_test"] > 0
+        assert row["images_per_s"] > 0 and row["peak_rss_mb"] > 100 and row["steps"] >= 1
+    init = json.loads((out / "finetune" / f"sskdnet_moco_folder_{str(small_folder).replace('/', '_')}"
+                       / "metrics.json").read_text())["init"]
+    assert "moco" in str(init) and "last.ckpt" in str(init)
+    assert "| sskdnet from moco |" in (out / "results.md").read_text()
+    with pytest.raises(ConfigError, match="--finetune-init: byol not among the --runs names"):
+        run_benchmark(runs, out, max_steps=2, budget_minutes=None, finetune=("sskdnet",), finetune_init=("byol",))

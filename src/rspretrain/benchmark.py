@@ -17,6 +17,11 @@ error (never silently reused), and cached scores for other evaluation settings a
 A run whose training fails (a non-finite loss, a crash) is reported and left out of the table;
 the others go on, and the command exits non-zero at the end.
 
+Scene classification by fine-tuning (``--finetune finetune,sskdnet``, on by default): every dataset is also
+scored by fine-tuning a whole network for ``--finetune-epochs`` (plain fine-tuning and SSKDNet,
+:mod:`rspretrain.tasks`) from random init and from each run named in ``--finetune-init``; these rows have
+protocol ``finetune`` and their own training images/s and peak RSS (each fine-tuning runs in its own process too).
+
 Outputs in ``--out``: ``results.json`` (one row per model × dataset × protocol with
 ``method, dataset, protocol, accuracy, ci_low, ci_high, images_per_s, peak_rss_mb,
 wall_s, steps``), ``results.md`` and ``benchmark.png`` (accuracy with 95 % CIs, training
@@ -135,6 +140,53 @@ def fingerprint(settings: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def _finetune_child(payload: str) -> None:
+    """Entry of a fine-tuning subprocess: ``python -m rspretrain.benchmark --finetune-child JSON``."""
+    from rspretrain.evaluation.finetune import FinetuneConfig, run_finetune
+
+    job = json.loads(payload)
+    cfg = FinetuneConfig(**job)
+    try:
+        result = run_finetune(cfg)
+    except RSPretrainError as err:
+        print(f"rspretrain: error: {err}", file=sys.stderr)
+        atomic_write_text(Path(cfg.out_dir) / "error.txt", f"{err}\n")
+        sys.exit(2)
+    record = {"peak_rss_mb": peak_rss_mb(), "images_per_s": result["train_images_per_s"], "steps": result["steps"],
+              "wall_s": result["train_seconds"], "accuracy": result["overall_accuracy"],
+              "ci": result["overall_accuracy_ci95"], "n_train": result["n_train"], "n_test": result["n_test"]}
+    atomic_write_text(Path(cfg.out_dir) / "benchmark_row.json", json.dumps(record) + "\n")
+
+
+def finetune_row(variant: str, dataset: str, init: tuple[str, str], out: Path, epochs: int, root: str | None,
+                 max_train_per_class: int | None) -> dict[str, Any]:
+    """Fine-tune one variant (``finetune`` / ``sskdnet``) on ``dataset`` in a subprocess (or reuse it); one row."""
+    init_name, init_source = init
+    label = variant if init_name == "random" else f"{variant} from {init_name}"
+    run_dir = out / "finetune" / f"{variant}_{init_name}_{dataset.replace(':', '_').replace('/', '_')}"
+    job = {"method": variant, "dataset": dataset, "root": root, "init": init_source, "epochs": epochs,
+           "max_train_per_class": max_train_per_class, "out_dir": str(run_dir), "progress": True, "export": False}
+    key = fingerprint(job)
+    record_path = run_dir / "benchmark_row.json"
+    stamp = run_dir / "benchmark_settings.json"
+    if not (stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == key and record_path.is_file()):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record_path.unlink(missing_ok=True)
+        atomic_write_text(stamp, json.dumps({"fingerprint": key, "settings": job}) + "\n")
+        tqdm.write(f"[{label}] fine-tuning on {dataset} for {epochs} epochs")
+        proc = subprocess.run([sys.executable, "-m", "rspretrain.benchmark", "--finetune-child", json.dumps(job)])
+        if proc.returncode != 0:
+            error = run_dir / "error.txt"
+            why = error.read_text().strip() if error.is_file() else "its output is above"
+            raise TrainingFailed(f"[{label}] fine-tuning on {dataset} exited with status {proc.returncode}: {why}")
+    record = json.loads(record_path.read_text())
+    return {"model": label, "method": label, "dataset": dataset, "protocol": "finetune",
+            "accuracy": record["accuracy"], "ci_low": record["ci"][0], "ci_high": record["ci"][1],
+            "n_train": record["n_train"], "n_test": record["n_test"], "extra": {"epochs": epochs, "init": init_name},
+            "images_per_s": record["images_per_s"], "peak_rss_mb": record["peak_rss_mb"], "wall_s": record["wall_s"],
+            "steps": record["steps"]}
+
+
 def train_run(run: BenchmarkRun, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """Train one run in a subprocess (or reuse a finished one); returns its ``train.json`` record."""
     from rspretrain.config import load_config
@@ -220,8 +272,12 @@ def run_benchmark(
     datasets: tuple[str, ...] = ("eurosat", "ucmerced"),
     root: str | None = None,
     max_train_per_class: int | None = None,
+    finetune: tuple[str, ...] = (),
+    finetune_epochs: int = 5,
+    finetune_init: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """Train (or reuse) every run, evaluate every backbone, write the table and the plot."""
+    """Train (or reuse) every run, evaluate every backbone, fine-tune the ``finetune`` variants from random init and
+    from the ``finetune_init`` runs, write the table and the plot."""
     from rspretrain.evaluation.features import EncoderSpec
     from rspretrain.evaluation.sources import random_init_spec
     from rspretrain.train import load_method
@@ -232,6 +288,16 @@ def run_benchmark(
         raise ConfigError(f"--runs: run names must be unique and not {BASELINES!r}")
     if (budget_minutes is None) == (max_steps is None):
         raise ConfigError("give exactly one of --budget-minutes and --max-steps")
+    from rspretrain.tasks import TASKS
+
+    unknown = [v for v in finetune if v not in TASKS]
+    if unknown:
+        raise ConfigError(f"--finetune: {', '.join(unknown)} not among {', '.join(TASKS)}")
+    missing = [n for n in finetune_init if n not in {r.name for r in runs}]
+    if missing:
+        raise ConfigError(f"--finetune-init: {', '.join(missing)} not among the --runs names")
+    if finetune and finetune_epochs < 1:
+        raise ConfigError(f"--finetune-epochs must be >= 1, got {finetune_epochs}")
     out = Path(out)
     settings: dict[str, Any] = {"trainer.ckpt_every_n_steps": 100, "trainer.progress_bar": True}
     if budget_minutes is not None:
@@ -264,8 +330,18 @@ def run_benchmark(
         for row in evaluate_run(name, [baseline], out, datasets, root, max_train_per_class, i == 0):
             label = row["model"] if i == 0 or row["model"] != "random-init" else f"random-init ({arch})"
             rows.append({**row, "method": label, **_cost(None)})
+    inits = [("random", "random")] + [(n, str(out / n / "checkpoints" / "last.ckpt")) for n in finetune_init
+                                       if n in records]
+    jobs = [(v, d, i) for i in inits for v in finetune for d in datasets]
+    for variant, dataset, init in tqdm(jobs, desc="fine-tuning", unit="run", disable=not jobs):
+        try:
+            rows.append(finetune_row(variant, dataset, init, out, finetune_epochs, root, max_train_per_class))
+        except TrainingFailed as err:
+            tqdm.write(f"rspretrain: {err}")
+            failed.append({"run": f"{variant}/{init[0]}/{dataset}", "error": str(err)})
     payload = {
         "budget_minutes": budget_minutes, "budget_clock": budget_clock, "max_steps": max_steps, "datasets": datasets,
+        "finetune": list(finetune), "finetune_epochs": finetune_epochs, "finetune_init": list(finetune_init),
         "runs": list(records.values()), "failed": failed, "rows": rows,
     }
     atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
@@ -273,7 +349,7 @@ def run_benchmark(
     if rows:
         plot_benchmark(rows, list(records.values()), out / "benchmark.png")
     if failed:
-        raise TrainingFailed(f"{len(failed)} of {len(runs)} runs failed ({', '.join(f['run'] for f in failed)}); "
+        raise TrainingFailed(f"{len(failed)} of {len(runs) + len(jobs)} runs failed ({', '.join(f['run'] for f in failed)}); "
                              f"the others are in {out / 'results.json'}")
     return rows
 
@@ -349,7 +425,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--datasets", default="eurosat,ucmerced")
     parser.add_argument("--extra-dataset", action="append", default=[], help="folder:PATH of a class-per-folder set")
-    parser.add_argument("--max-train-per-class", type=int, default=None, help="cap the probes' training images")
+    parser.add_argument("--max-train-per-class", type=int, default=None,
+                        help="cap the probes' (and fine-tuning's) training images per class")
+    parser.add_argument("--finetune", default="finetune,sskdnet",
+                        help="fine-tuning variants scored on every dataset (rspretrain.tasks), or 'none'")
+    parser.add_argument("--finetune-epochs", type=int, default=5)
+    parser.add_argument("--finetune-init", default="",
+                        help="comma-separated --runs names whose backbones are also fine-tuned (besides random init)")
 
 
 def main_from_args(args: argparse.Namespace) -> int:
@@ -359,6 +441,9 @@ def main_from_args(args: argparse.Namespace) -> int:
         budget_clock=args.budget_clock,
         datasets=tuple(args.datasets.split(",")) + tuple(args.extra_dataset), root=args.data_root,
         max_train_per_class=args.max_train_per_class,
+        finetune=() if args.finetune in ("", "none") else tuple(args.finetune.split(",")),
+        finetune_epochs=args.finetune_epochs,
+        finetune_init=tuple(n for n in args.finetune_init.split(",") if n),
     )
     print(format_benchmark_table(rows))
     print(f"results: {Path(args.out) / 'results.json'}; plot: {Path(args.out) / 'benchmark.png'}")
@@ -368,6 +453,8 @@ def main_from_args(args: argparse.Namespace) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--train-child":
         _train_child(sys.argv[2])
+    elif len(sys.argv) == 3 and sys.argv[1] == "--finetune-child":
+        _finetune_child(sys.argv[2])
     else:
         parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
         add_arguments(parser)
