@@ -396,10 +396,11 @@ def plot_benchmark(rows: list[dict[str, Any]], records: list[dict[str, Any]], pa
         acc = [100 * by[(m, *c)]["accuracy"] if (m, *c) in by else np.nan for c in columns]
         lo = [100 * (by[(m, *c)]["accuracy"] - by[(m, *c)]["ci_low"]) if (m, *c) in by else 0 for c in columns]
         hi = [100 * (by[(m, *c)]["ci_high"] - by[(m, *c)]["accuracy"]) if (m, *c) in by else 0 for c in columns]
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, acc, width, yerr=[lo, hi], capsize=2, label=m)
+        colour = plt.get_cmap("tab20")(i % 20)  # distinct colours for up to 20 rows
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, acc, width, yerr=[lo, hi], capsize=2, label=m, color=colour)
     ax.set_xticks(x, [f"{d}\n{p}" for d, p in columns])
     ax.set_ylabel("top-1 accuracy (%) with 95 % CI")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     names = [r["run"] for r in records]
     for ax, key, label in zip(axes[1:], ("images_per_s", "peak_rss_mb", "wall_s"),
                               ("training images / s", "peak RSS (MB)", "wall time (s)")):

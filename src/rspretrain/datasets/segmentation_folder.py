@@ -358,7 +358,9 @@ class DubaiAerialSegmentation(SegmentationFolder):
     """The Dubai aerial-imagery segmentation set (Humans in the Loop / MBRSC, Kaggle 2020), split by tile.
 
     Six classes from ``class_colors.csv`` (Building, Land, Road, Vegetation, Water, Unlabeled); the 1,675 black
-    pixels are ignored. ``Tile 6`` is the test split by default (the manifest's suggestion: whole tiles are held out so
+    pixels are ignored. "Unlabeled" (#9B9B9B) is the dataset's own sixth class (the annotators' label for areas
+    outside the five), so it is predicted and scored in mIoU like the others; a :class:`SegmentationFolder` with
+    ``ignore_colors=("#000000", "#9B9B9B")`` leaves it out. ``Tile 6`` is the test split by default (the manifest's suggestion: whole tiles are held out so
     no test pixel neighbours a training pixel).
 
     Args:

@@ -195,10 +195,11 @@ class UPerNetSegmenter(nn.Module):
         return [*self.pyramid.adaptor_parameters(), *self.decoder.parameters(), *self.classifier.parameters()]
 
 
-class SiameseChangeDetector(nn.Module):
+class SiameseChangeDetector(UPerNetSegmenter):
     """Change detection: shared encoder on both dates, ``|pyramid(A) - pyramid(B)|``, UPerNet, one change logit.
 
-    Both dates go through the encoder as one batch (so BatchNorm normalises them with the same statistics).
+    The segmenter's parts with one output channel; only the forward differs. Both dates go through the encoder as
+    one batch (so BatchNorm normalises them with the same statistics).
 
     Args: as :class:`UPerNetSegmenter`, without ``num_classes`` (the output is one logit per pixel).
     """
@@ -211,11 +212,7 @@ class SiameseChangeDetector(nn.Module):
         value_scale: float,
         decoder_channels: int = 128,
     ) -> None:
-        super().__init__()
-        self.standardize = InputStandardization(mean, std, value_scale)
-        self.pyramid = pyramid
-        self.decoder = _upernet(pyramid.channels, decoder_channels)
-        self.classifier = nn.Conv2d(decoder_channels, 1, 3, padding=1)
+        super().__init__(pyramid, 1, mean, std, value_scale, decoder_channels)
 
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
         """Raw pixels of both dates ``(B, C, H, W)`` -> change logits ``(B, 1, H, W)``."""
@@ -226,9 +223,6 @@ class SiameseChangeDetector(nn.Module):
         differences = [torch.abs(m[:n] - m[n:]) for m in maps]
         logits = self.classifier(self.decoder([None, None, *differences]))
         return F.interpolate(logits, size=before.shape[-2:], mode="bilinear", align_corners=False)
-
-    def head_parameters(self) -> list[nn.Parameter]:
-        return [*self.pyramid.adaptor_parameters(), *self.decoder.parameters(), *self.classifier.parameters()]
 
 
 def describe_pyramid(pyramid: FeaturePyramid) -> dict[str, Any]:
