@@ -124,14 +124,29 @@ def _train_child(payload: str) -> None:
         cfg = load_config(job["config"], job["overrides"])
         clock = _TrainingClock(Path(job["run_dir"]) / "clock.json")
         pretrain(cfg, resume=job["resume"], callbacks=[clock])
-    except RSPretrainError as err:  # one line, as the CLI does; the parent puts it in its report
-        print(f"rspretrain: error: {err}", file=sys.stderr)
-        atomic_write_text(Path(job["run_dir"]) / "error.txt", f"{err}\n")
-        sys.exit(2)
+    except RSPretrainError as err:
+        _exit_with_error(err, Path(job["run_dir"]))
 
 
 class TrainingFailed(RSPretrainError):
     """A benchmark run's training subprocess exited non-zero."""
+
+
+def _exit_with_error(err: RSPretrainError, run_dir: Path) -> None:
+    """End a child process as the CLI does (one line, exit 2), leaving the line for the parent's report."""
+    print(f"rspretrain: error: {err}", file=sys.stderr)
+    atomic_write_text(run_dir / "error.txt", f"{err}\n")
+    sys.exit(2)
+
+
+def _run_child(kind: str, job: dict[str, Any], run_dir: Path, what: str) -> None:
+    """Run ``python -m rspretrain.benchmark --<kind>-child JOB``; raise :class:`TrainingFailed` with its error line."""
+    proc = subprocess.run([sys.executable, "-m", "rspretrain.benchmark", f"--{kind}-child", json.dumps(job)])
+    if proc.returncode != 0:
+        error = run_dir / "error.txt"
+        why = error.read_text().strip() if error.is_file() else "its output is above"
+        error.unlink(missing_ok=True)
+        raise TrainingFailed(f"{what} exited with status {proc.returncode}: {why}")
 
 
 def fingerprint(settings: dict[str, Any]) -> str:
@@ -149,9 +164,7 @@ def _finetune_child(payload: str) -> None:
     try:
         result = run_finetune(cfg)
     except RSPretrainError as err:
-        print(f"rspretrain: error: {err}", file=sys.stderr)
-        atomic_write_text(Path(cfg.out_dir) / "error.txt", f"{err}\n")
-        sys.exit(2)
+        _exit_with_error(err, Path(cfg.out_dir))
     record = {"peak_rss_mb": peak_rss_mb(), "images_per_s": result["train_images_per_s"], "steps": result["steps"],
               "wall_s": result["train_seconds"], "accuracy": result["overall_accuracy"],
               "ci": result["overall_accuracy_ci95"], "n_train": result["n_train"], "n_test": result["n_test"]}
@@ -174,11 +187,7 @@ def finetune_row(variant: str, dataset: str, init: tuple[str, str], out: Path, e
         record_path.unlink(missing_ok=True)
         atomic_write_text(stamp, json.dumps({"fingerprint": key, "settings": job}) + "\n")
         tqdm.write(f"[{label}] fine-tuning on {dataset} for {epochs} epochs")
-        proc = subprocess.run([sys.executable, "-m", "rspretrain.benchmark", "--finetune-child", json.dumps(job)])
-        if proc.returncode != 0:
-            error = run_dir / "error.txt"
-            why = error.read_text().strip() if error.is_file() else "its output is above"
-            raise TrainingFailed(f"[{label}] fine-tuning on {dataset} exited with status {proc.returncode}: {why}")
+        _run_child("finetune", job, run_dir, f"[{label}] fine-tuning on {dataset}")
     record = json.loads(record_path.read_text())
     return {"model": label, "method": label, "dataset": dataset, "protocol": "finetune",
             "accuracy": record["accuracy"], "ci_low": record["ci"][0], "ci_high": record["ci"][1],
@@ -193,9 +202,10 @@ def train_run(run: BenchmarkRun, out: Path, settings: dict[str, Any]) -> dict[st
 
     run_dir = out / run.name
     record_path = run_dir / "train.json"
-    overrides = {**run.overrides, **settings, "trainer.out_dir": str(run_dir)}
+    made_with_now = {"config": run.config, "overrides": {**run.overrides, **settings}}
+    overrides = {**made_with_now["overrides"], "trainer.out_dir": str(run_dir)}
     cfg = load_config(run.config, overrides)  # fail here, in this process, on a bad key
-    key = fingerprint({"config": run.config, "overrides": {**run.overrides, **settings}})
+    key = fingerprint(made_with_now)
     stamp = run_dir / "benchmark_settings.json"
     if stamp.is_file():
         made_with = json.loads(stamp.read_text())
@@ -211,18 +221,11 @@ def train_run(run: BenchmarkRun, out: Path, settings: dict[str, Any]) -> dict[st
     last = run_dir / "checkpoints" / "last.ckpt"
     job = {"config": run.config, "overrides": overrides, "run_dir": str(run_dir), "resume": last.is_file()}
     run_dir.mkdir(parents=True, exist_ok=True)
-    settings_record = {"config": run.config, "overrides": {**run.overrides, **settings}}
-    atomic_write_text(stamp, json.dumps({"fingerprint": key, "settings": settings_record}, default=str) + "\n")
+    atomic_write_text(stamp, json.dumps({"fingerprint": key, "settings": made_with_now}, default=str) + "\n")
     tqdm.write(f"[{run.name}] {'resuming' if job['resume'] else 'training'} {cfg.method} ({run.config})")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "rspretrain.benchmark", "--train-child", json.dumps(job)])
+    _run_child("train", job, run_dir, f"[{run.name}] training")
     wall = time.perf_counter() - start
-    code = proc.returncode
-    if code != 0:
-        error = run_dir / "error.txt"
-        why = error.read_text().strip() if error.is_file() else "its output is above"
-        error.unlink(missing_ok=True)
-        raise TrainingFailed(f"[{run.name}] training exited with status {code}: {why}")
     clock = json.loads((run_dir / "clock.json").read_text())
     from rspretrain.train import load_checkpoint
 
@@ -349,7 +352,8 @@ def run_benchmark(
     if rows:
         plot_benchmark(rows, list(records.values()), out / "benchmark.png")
     if failed:
-        raise TrainingFailed(f"{len(failed)} of {len(runs) + len(jobs)} runs failed ({', '.join(f['run'] for f in failed)}); "
+        names = ", ".join(f["run"] for f in failed)
+        raise TrainingFailed(f"{len(failed)} of {len(runs) + len(jobs)} runs failed ({names}); "
                              f"the others are in {out / 'results.json'}")
     return rows
 

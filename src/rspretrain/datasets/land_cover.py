@@ -18,10 +18,10 @@ works for any product, in any CRS and at any resolution:
    cutting tiles from it gives exactly what warping the product onto each tile's footprint would.
 3. **Counting.** For every tile, the class counts over its footprint give the target ``a_c = n_c / sum_c' n_c'``
    (the official normalisation, without its ``+1e-6``: tiles with no counted pixel are dropped instead, as
-   METHODS.md §3.7 recommends). Pixels that are nodata in the image are not counted either. Tiles entirely outside the product's extent are dropped and counted as
-   ``dropped_outside``; tiles inside it with no counted pixel (only nodata / classless codes), or with a counted
-   fraction of their footprint below ``min_land_cover_fraction``, are dropped and counted as
-   ``dropped_no_land_cover``.
+   METHODS.md §3.7 recommends). Pixels that are nodata in the image are not counted either. Tiles entirely
+   outside the product's extent are dropped and counted as ``dropped_outside``; tiles inside it with no counted
+   pixel (only nodata / classless codes), or with a counted fraction of their footprint below
+   ``min_land_cover_fraction``, are dropped and counted as ``dropped_no_land_cover``.
 
 :func:`land_cover_proportions` computes a :class:`LandCoverLabels` table (written to / read from Parquet);
 :class:`LandCoverTiles` is the pretraining dataset (``{"image", "label": proportions, "bounds", ...}``), built from

@@ -360,8 +360,8 @@ class DubaiAerialSegmentation(SegmentationFolder):
     Six classes from ``class_colors.csv`` (Building, Land, Road, Vegetation, Water, Unlabeled); the 1,675 black
     pixels are ignored. "Unlabeled" (#9B9B9B) is the dataset's own sixth class (the annotators' label for areas
     outside the five), so it is predicted and scored in mIoU like the others; a :class:`SegmentationFolder` with
-    ``ignore_colors=("#000000", "#9B9B9B")`` leaves it out. ``Tile 6`` is the test split by default (the manifest's suggestion: whole tiles are held out so
-    no test pixel neighbours a training pixel).
+    ``ignore_colors=("#000000", "#9B9B9B")`` leaves it out. ``Tile 6`` is the test split by default (the
+    manifest's suggestion: whole tiles are held out so no test pixel neighbours a training pixel).
 
     Args:
         root: the ``dubai_aerial_seg`` folder (default: under :func:`~rspretrain.datasets.default_data_root`).

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from rspretrain.datasets.detection import DetectionFolder, NeonTreeCrowns, crop_boxes
+from rspretrain.errors import ConfigError
 from rspretrain.evaluation.dense_metrics import detection_scores
 from rspretrain.evaluation.dense_report import DenseResult, display_rgb, plot_dense_metrics
 from rspretrain.evaluation.dense_training import (
@@ -38,7 +39,6 @@ from rspretrain.evaluation.dense_training import (
     value_scale_for,
 )
 from rspretrain.evaluation.features import EncoderSpec
-from rspretrain.errors import ConfigError
 from rspretrain.evaluation.report import write_metrics_json
 from rspretrain.nn.backbones import is_transformer
 from rspretrain.nn.decoders import describe_pyramid

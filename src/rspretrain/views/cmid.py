@@ -3,10 +3,11 @@
 - View A ("weak"): RandomResizedCrop (scale 0.3-1, ratio 3/4-4/3), horizontal flip p = 0.5,
   per-band standardisation.
 - View B ("strong"): its own RandomResizedCrop and flip (drawn independently of A's, as the
-  official two-crop pipeline; the recorded geometry lets the local loss match cells), then ColorJitter(0.4, 0.4, 0.2, 0.1) with
-  p = 0.8, GaussianBlur (kernel 3-7, sigma 0.1-2) with p = 1, GaussNoise (variance 10-50 of
-  255^2) with p = 0.6, Solarize (threshold 128/255) with p = 0.2, grayscale with p = 0.2,
-  standardisation: the order of the official albumentations pipeline.
+  official two-crop pipeline; the recorded geometry lets the local loss match cells), then
+  ColorJitter(0.4, 0.4, 0.2, 0.1) with p = 0.8, GaussianBlur (kernel 3-7, sigma 0.1-2) with
+  p = 1, GaussNoise (variance 10-50 of 255^2) with p = 0.6, Solarize (threshold 128/255) with
+  p = 0.2, grayscale with p = 0.2, standardisation: the order of the official albumentations
+  pipeline.
 - Each view is block-masked (:mod:`rspretrain.views.block_mask`) with its own random mask and
   filled with its own per-band mean; the student sees the masked views, the teacher the clean
   ones, the MIM loss reconstructs the clean ones.
