@@ -164,3 +164,23 @@ def test_bad_input_is_one_line_naming_the_file_and_exit_2(kind, tmp_path, data_r
     assert code == 2 and "Traceback" not in err
     assert last.startswith("rspretrain: error:") and named in last, last
     assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_a_successful_command_ends_the_process_group_and_a_failed_one_leaves_it(tmp_path):
+    # An open gloo group at interpreter exit can abort a DDP rank (SIGABRT); a failed rank must not
+    # start a collective shutdown the others may never join.
+    import torch.distributed as dist
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        assert main(["info", str(tmp_path / "not_a_run")]) == 2
+        assert dist.is_initialized()
+        run = tmp_path / "run"
+        run.mkdir()
+        (run / "provenance.json").write_text("{}")
+        assert main(["info", str(run)]) == 0
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

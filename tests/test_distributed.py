@@ -25,6 +25,7 @@ from torch.nn import functional as F
 torch.set_num_threads(1)
 from rspretrain.config import load_config
 from rspretrain.train import pretrain
+from rspretrain.cli import destroy_process_group
 from rspretrain.nn.batch_shuffle import shuffled_forward
 from rspretrain.views import functional as VF
 from rspretrain.views.moco_v2 import MoCoV2Views
@@ -57,6 +58,7 @@ torch.manual_seed(7)
 shuffled = shuffled_forward(bn, part, groups=2)
 torch.save({"losses": rec.losses, "queue": rec.queue, "pointer": rec.pointer, "shuffled": shuffled},
            os.path.join(out, f"world{rec.world}_rank{rec.rank}.pt"))
+destroy_process_group()  # as the CLI does: an open gloo group can abort the rank at exit
 '''
 
 

@@ -395,12 +395,28 @@ def main(argv: list[str] | None = None) -> int:
         "quickstart": cmd_quickstart, "finetune": cmd_finetune,
     }
     try:
-        return commands[args.command](args)
+        status = commands[args.command](args)
     except RSPretrainError as err:
         if args.debug:
             raise
         print(f"rspretrain: error: {err}", file=sys.stderr)
         return 2
+    destroy_process_group()
+    return status
+
+
+def destroy_process_group() -> None:
+    """End the DDP process group Lightning opened, while the interpreter is still whole.
+
+    Lightning leaves it open; at interpreter exit gloo's worker threads are then torn down after
+    Python's and a rank can abort ("terminate called without an active exception", SIGABRT), which
+    torchrun reports as a failed run. Called only after a command succeeded on this rank: a
+    collective shutdown while another rank is failing could hang (PyTorch's shutdown docs).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
