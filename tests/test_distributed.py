@@ -17,6 +17,8 @@ import sys
 import pytest
 import torch
 
+from rspretrain.train import load_checkpoint
+
 SCRIPT = r'''
 import json, os, sys
 import lightning as L, torch
@@ -68,14 +70,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(nproc, config, overrides, out, tmp_path):
+def _launch(nproc, script_text, config, overrides, out, tmp_path, timeout=600):
     script = tmp_path / "ddp_run.py"
-    script.write_text(SCRIPT)
+    script.write_text(script_text)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
            f"--master_port={_free_port()}", str(script), config, json.dumps(overrides), str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _torchrun(nproc, config, overrides, out, tmp_path):
+    _launch(nproc, SCRIPT, config, overrides, out, tmp_path)
     return [torch.load(out / f"world{nproc}_rank{r}.pt") for r in range(nproc)]
 
 
@@ -107,3 +114,52 @@ def test_two_process_ddp_matches_one_process_on_the_global_batch(method, tmp_pat
     torch.testing.assert_close(ranks[0]["queue"], single["queue"], rtol=1e-4, atol=1e-5)
     # shuffle-BN across ranks == single-device emulation over 2 chunks with the same permutation
     torch.testing.assert_close(torch.cat([ranks[0]["shuffled"], ranks[1]["shuffled"]]), single["shuffled"])
+
+
+NAN_ON_ONE_RANK = r'''
+import json, os, sys
+import torch
+torch.set_num_threads(1)
+from rspretrain.config import load_config
+from rspretrain.errors import NonFiniteLossError
+from rspretrain.train import pretrain
+from rspretrain.cli import destroy_process_group
+from rspretrain.methods.moco import MoCoV2 as MoCo
+
+config, overrides, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+rank = int(os.environ["RANK"])
+original = MoCo.loss_from_views
+
+def nan_on_rank_1(self, views, batch):
+    loss, logs = original(self, views, batch)
+    if rank == 1 and self.global_step == 5:
+        logs["loss_nce"] = torch.tensor(float("nan"))
+        loss = loss + logs["loss_nce"]
+    return loss, logs
+
+MoCo.loss_from_views = nan_on_rank_1
+try:
+    pretrain(load_config(config, overrides))
+    message = "finished"
+except NonFiniteLossError as err:
+    message = str(err)
+with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
+    f.write(message)
+destroy_process_group()  # every rank stopped at the same step: no collective is pending
+'''
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_at_that_step(tmp_path, data_root):
+    # Were only the bad rank to stop, the others would wait in backward's gradient all-reduce.
+    run = tmp_path / "run"
+    _launch(2, NAN_ON_ONE_RANK, "moco_resnet18_eurosat", {
+        "data.root": str(data_root), "data.max_per_class": 4, "data.batch_size": 4,
+        "model.backbone": "vit_tiny_patch16_224", "model.image_size": 32, "model.queue_size": 64,
+        "trainer.max_steps": 20, "trainer.accelerator": "cpu", "trainer.devices": 2, "trainer.strategy": "ddp",
+        "trainer.progress_bar": False, "trainer.ckpt_every_n_steps": 4, "trainer.out_dir": str(run),
+    }, tmp_path, tmp_path, timeout=300)
+    assert (tmp_path / "rank1.txt").read_text() == "step 5: loss is nan (loss_nce=nan) on rank 1; stopping"
+    assert (tmp_path / "rank0.txt").read_text() == "step 5: loss is not finite on rank 1; stopping"
+    ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())

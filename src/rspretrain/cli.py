@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from rspretrain import benchmark
-from rspretrain.errors import RSPretrainError
+from rspretrain.errors import NonFiniteLossError, RSPretrainError
 
 log = logging.getLogger("rspretrain")
 
@@ -400,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"rspretrain: error: {err}", file=sys.stderr)
+        if isinstance(err, NonFiniteLossError):  # raised by every rank at the same step: safe to end
+            destroy_process_group()
         return 2
     destroy_process_group()
     return status
@@ -410,8 +412,9 @@ def destroy_process_group() -> None:
 
     Lightning leaves it open; at interpreter exit gloo's worker threads are then torn down after
     Python's and a rank can abort ("terminate called without an active exception", SIGABRT), which
-    torchrun reports as a failed run. Called only after a command succeeded on this rank: a
-    collective shutdown while another rank is failing could hang (PyTorch's shutdown docs).
+    torchrun reports as a failed run. Called only after a command succeeded on this rank, or after
+    a non-finite loss (every rank raises it at the same step): a collective shutdown while another
+    rank is failing could hang (PyTorch's shutdown docs).
     """
     import torch.distributed as dist
 

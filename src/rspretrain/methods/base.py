@@ -17,10 +17,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rspretrain.errors import ConfigError
 from rspretrain.nn.backbones import Backbone
+from rspretrain.non_finite_loss import stop_if_not_finite
 from rspretrain.optim import SCHEDULES, OptimConfig, build_optimizer
 from rspretrain.views.moco_v2 import MoCoV2Views, ViewsConfig, rgb_indices
-from rspretrain.errors import ConfigError, NonFiniteLossError
 
 #: Hyperparameters a run config's ``model:`` section may not set: they come from the data.
 DATA_DERIVED = ("in_chans", "band_names", "mean", "std", "value_scale", "num_classes", "class_names")
@@ -97,11 +98,7 @@ class PretrainMethod(L.LightningModule):
     # -- Lightning ---------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logs = self.loss_from_views(self.make_views(batch), batch)
-        if not torch.isfinite(loss):
-            # Stop before backward/optimiser step: the last checkpoint on disk stays the last good one.
-            bad = [k for k, v in logs.items() if k.startswith("loss") and not torch.isfinite(torch.as_tensor(v))]
-            terms = ", ".join(f"{k}={float(logs[k])}" for k in bad) or "no separate term is non-finite"
-            raise NonFiniteLossError(f"step {self.global_step}: loss is {float(loss)} ({terms}); stopping")
+        stop_if_not_finite(self, loss, logs)
         self.log("train/loss", loss, prog_bar=True)
         for key, value in logs.items():
             self.log(f"train/{key}", value)

@@ -29,7 +29,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from rspretrain.errors import ConfigError, NonFiniteLossError
+from rspretrain.errors import ConfigError
+from rspretrain.non_finite_loss import stop_if_not_finite
 from rspretrain.nn.backbones import Backbone
 from rspretrain.nn.scene_classifier import SceneClassifier
 from rspretrain.optim import SCHEDULES, OptimConfig, build_optimizer
@@ -158,9 +159,7 @@ class SceneClassificationTask(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = self.views.train_view(batch["image"]), batch["label"].long()
         loss, logits, logs = self.loss(x, y)
-        if not torch.isfinite(loss):
-            terms = ", ".join(f"{k}={float(v)}" for k, v in logs.items() if k.startswith("loss"))
-            raise NonFiniteLossError(f"step {self.global_step}: loss is {float(loss)} ({terms}); stopping")
+        stop_if_not_finite(self, loss, logs)
         self.log("train/loss", loss, prog_bar=True)
         self.train_accuracy(logits.detach(), y)
         self.log("train/accuracy", self.train_accuracy, on_step=True, on_epoch=True, prog_bar=True)
