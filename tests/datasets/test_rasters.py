@@ -196,6 +196,10 @@ def test_nodata_pixels_become_zero(tmp_path):
     assert torch.all(first["image"][:, :2, :2] == 0) and torch.all(first["image"][:, 2:, 2:] == 1000)
     last = tiles[3]
     assert last["valid_fraction"] == 15 / 16 and torch.all(last["image"][:, 2, 2] == 0)
+    # tiles are converted copies: the scene is held once, raw, and writing a tile leaves it untouched
+    assert tiles.raster.array is raster.array and raster.array.dtype == np.uint16
+    first["image"].fill_(5)
+    assert (raster.array[:, :2, :2] == 65535).all() and torch.all(tiles[0]["image"][:, 2:, 2:] == 1000)
     with pytest.raises(DataError, match="all 4 tiles of 4x4 px have more than 10% nodata"):
         RasterTiles(read_raster(_write(tmp_path / "holes.tif", np.where(np.indices((1, 8, 8))[2] % 2, 65535, 7)
                                        .astype(np.uint16), nodata=65535)), tile=4, max_nodata_fraction=0.1)

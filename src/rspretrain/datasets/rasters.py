@@ -160,7 +160,9 @@ def read_raster(
             with warnings.catch_warnings():
                 # A missing georeference is reported below as a one-line DataError (or accepted without require_crs).
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                with rasterio.open(path) as source:
+                # The whole file is read once: GDAL's block cache (default 5 % of RAM) would only hold a
+                # second copy of it.
+                with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(path) as source:
                     file_crs, file_transform = source.crs, source.transform
                     file_shape = (source.height, source.width)
                     nodatavals = [None if v is None else float(v) for v in source.nodatavals]
@@ -324,8 +326,11 @@ class RasterTiles(Dataset):
 
         invalid = ~raster.valid_mask()
         # Summed-area table: the nodata count of any window is four lookups, for all windows at once.
-        table = np.zeros((height + 1, width + 1), dtype=np.int64)
-        table[1:, 1:] = invalid.cumsum(axis=0).cumsum(axis=1)
+        # Summed in place (no scene-sized temporaries), in int32 unless the count could overflow it.
+        count_dtype = np.int32 if height * width < 2**31 else np.int64
+        table = np.zeros((height + 1, width + 1), dtype=count_dtype)
+        np.cumsum(invalid, axis=0, dtype=count_dtype, out=table[1:, 1:])
+        np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
         rows = np.arange(0, height - tile + 1, stride)
         cols = np.arange(0, width - tile + 1, stride)
         r, c = np.meshgrid(rows, cols, indexing="ij")
@@ -363,9 +368,9 @@ class RasterTiles(Dataset):
         self.crs = raster.crs
         self._crs_string = raster.crs.to_string() if raster.crs is not None else ""
 
-        data = raster.array.astype(np.float32)  # a copy: the raster's own array keeps its values
-        data[:, invalid] = 0.0
-        self._data = torch.from_numpy(data)
+        # The scene is held once, in its own dtype (the raster's array): a float32 copy of a 13-band
+        # uint16 Sentinel-2 tile would triple its memory. Each tile is converted when it is read.
+        self._invalid = invalid
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -382,15 +387,19 @@ class RasterTiles(Dataset):
             raise IndexError(f"index out of range for {n} tiles")
         return np.where(index < 0, index + n, index)
 
-    def _tile(self, i: int) -> torch.Tensor:
+    def _tile(self, i: int) -> np.ndarray:
+        """float32 ``(C, tile, tile)``: tile ``i``'s raw values, nodata pixels set to 0 in every band."""
         row, col = self.windows[i]
-        return self._data[:, row : row + self.tile, col : col + self.tile]
+        window = (slice(row, row + self.tile), slice(col, col + self.tile))
+        tile = self.raster.array[(slice(None), *window)].astype(np.float32)  # a copy: the raster is untouched
+        tile[:, self._invalid[window]] = 0.0
+        return tile
 
     def __getitem__(self, index: int) -> dict:
         i = int(self._index([index])[0])
         row, col = (int(v) for v in self.windows[i])
         return {
-            "image": self._tile(i).clone(),
+            "image": torch.from_numpy(self._tile(i)),
             "bounds": tuple(float(v) for v in self._bounds[i]),
             "crs": self._crs_string,
             "window": (row, col, self.tile, self.tile),
@@ -403,8 +412,10 @@ class RasterTiles(Dataset):
         windows = self.windows[index]
         sizes = np.full((len(index), 2), self.tile, dtype=np.int64)
         return {
-            "image": torch.stack([self._tile(i) for i in index.tolist()]) if len(index) else
-            self._data.new_empty((0, self._data.shape[0], self.tile, self.tile)),
+            "image": torch.from_numpy(
+                np.stack([self._tile(i) for i in index.tolist()]) if len(index) else
+                np.empty((0, self.raster.count, self.tile, self.tile), dtype=np.float32)
+            ),
             "bounds": torch.from_numpy(self._bounds[index].copy()),
             "crs": [self._crs_string] * len(index),
             "window": torch.from_numpy(np.concatenate([windows, sizes], axis=1)),
