@@ -5,7 +5,8 @@ global batch and the queue equals the single-process one), the per-rank losses a
 single-process loss at every step, and shuffle-BN across ranks computes exactly what the
 single-device emulation with 2 chunks computes. The backbone is a ViT (LayerNorm, so per-rank
 BatchNorm statistics cannot make the two set-ups differ) and the views are made deterministic
-(the augmentation draws per rank are the only other difference).
+(each rank draws its own augmentations, so they are the only other difference); that the ranks'
+random streams differ at every step, and rank 0's equals the single process's, is checked too.
 """
 
 import json
@@ -20,7 +21,7 @@ import torch
 from rspretrain.train import load_checkpoint
 
 SCRIPT = r'''
-import json, os, sys
+import hashlib, json, os, sys
 import lightning as L, torch
 import torch.distributed as dist
 from torch.nn import functional as F
@@ -40,9 +41,11 @@ config, overrides, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
 
 class Record(L.Callback):
     def __init__(self):
-        self.losses = []
+        self.losses, self.rng = [], []
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.losses.append(float(outputs["loss"]))
+        # the global generator after the step: its augmentation stream on this rank
+        self.rng.append(hashlib.sha1(torch.get_rng_state().numpy().tobytes()).hexdigest())
     def on_train_end(self, trainer, pl_module):
         self.rank, self.world = trainer.global_rank, trainer.world_size
         self.queue = pl_module.queue.keys.clone()
@@ -58,7 +61,7 @@ bn = torch.nn.BatchNorm2d(3)
 part = x_global.chunk(rec.world)[rec.rank]
 torch.manual_seed(7)
 shuffled = shuffled_forward(bn, part, groups=2)
-torch.save({"losses": rec.losses, "queue": rec.queue, "pointer": rec.pointer, "shuffled": shuffled},
+torch.save({"losses": rec.losses, "rng": rec.rng, "queue": rec.queue, "pointer": rec.pointer, "shuffled": shuffled},
            os.path.join(out, f"world{rec.world}_rank{rec.rank}.pt"))
 destroy_process_group()  # as the CLI does: an open gloo group can abort the rank at exit
 '''
@@ -112,6 +115,9 @@ def test_two_process_ddp_matches_one_process_on_the_global_batch(method, tmp_pat
     assert ranks[0]["pointer"] == ranks[1]["pointer"] == single["pointer"] == (steps * 2 * b) % queue
     torch.testing.assert_close(ranks[0]["queue"], ranks[1]["queue"], rtol=0, atol=0)
     torch.testing.assert_close(ranks[0]["queue"], single["queue"], rtol=1e-4, atol=1e-5)
+    # each rank has its own augmentation stream, new at every step (not R copies of one draw)
+    assert all(a != b for a, b in zip(ranks[0]["rng"], ranks[1]["rng"], strict=True))
+    assert len(set(ranks[0]["rng"])) == steps and ranks[0]["rng"] == single["rng"]
     # shuffle-BN across ranks == single-device emulation over 2 chunks with the same permutation
     torch.testing.assert_close(torch.cat([ranks[0]["shuffled"], ranks[1]["shuffled"]]), single["shuffled"])
 

@@ -1,68 +1,54 @@
-"""Random-number-generator state in checkpoints, so a resumed run draws the same views.
+"""Random draws of each training step keyed on (seed, rank, step): exact resume, independent ranks.
 
-Lightning saves weights, optimiser, schedulers, loop counters and callback states, but not the
-global RNGs. The views (crops, jitter, blur, masks) draw from torch's global generator, so
-without this a resumed run trains on other augmentations than the uninterrupted run would have.
-:class:`RNGStateCheckpointing` stores the python, numpy, torch (and CUDA) generator states in
-every checkpoint and puts them back just before the first step after a restore: nothing
-between a checkpoint write (end of step ``s``) and the views of step ``s + 1`` draws from the
-global RNG (the data order comes from :class:`StepIndexedBatchSampler`'s own generator).
+The views (crops, jitter, blur, noise, masks) are made on the batch's device from the global
+generators. Two things follow:
 
-States are stored as tensors and plain ints so the checkpoint still loads with
-``torch.load(weights_only=True)``. Under DDP the checkpoint holds rank 0's states; every rank
-is seeded alike and draws alike, so they are the same on all ranks.
+- **Resume.** Lightning saves weights, optimiser, schedulers and loop counters, but not the global
+  RNGs; a resumed run would otherwise train on other augmentations than the uninterrupted run.
+- **DDP.** Every rank is seeded alike (the networks must start equal), so without more every rank
+  would draw the same crop, jitter and mask parameters for its i-th image: a global batch of B
+  images on R ranks would hold only B / R independent augmentation draws. Lightning decorrelates
+  DataLoader workers across ranks (``seed_everything(workers=True)``) for the same reason, but
+  our views are not made in workers.
+
+:class:`StepSeededRNG` therefore seeds python, numpy and torch (every device) just before each
+training step from ``SeedSequence([seed, global_rank, global_step])``. A step's draws are then a
+function of those three numbers only: a resumed run repeats the uninterrupted run's draws with no
+RNG state in the checkpoint, and ranks draw independently. Draws that must agree across ranks
+are made on one rank and broadcast (shuffle-BN's permutation, :mod:`rspretrain.nn.batch_shuffle`).
+Lightning's ``global_step`` counts optimiser steps; ``pretrain`` does not accumulate gradients,
+so each batch has its own step.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 
 
-def collect_rng_states() -> dict[str, Any]:
-    """Python, numpy, torch and CUDA generator states, in weights_only-loadable types."""
-    version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    states: dict[str, Any] = {
-        "python": {"version": version, "internal": list(internal), "gauss": gauss},
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """A 64-bit seed for ``step`` on ``rank`` of a run seeded with ``seed`` (numpy's SeedSequence
+    spreads nearby integer keys to unrelated seeds)."""
+    key = [int(seed) % 2**64, int(rank), int(step)]
+    return int(np.random.SeedSequence(key).generate_state(1, dtype=np.uint64)[0])
 
 
-def restore_rng_states(states: dict[str, Any]) -> None:
-    """Inverse of :func:`collect_rng_states`."""
-    py = states["python"]
-    random.setstate((py["version"], tuple(py["internal"]), py["gauss"]))
-    n = states["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+def seed_step(seed: int, rank: int, step: int) -> None:
+    """Seed python's, numpy's and torch's (CPU and every CUDA device's) global generators for one step."""
+    value = step_seed(seed, rank, step)
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
 
 
-class RNGStateCheckpointing(L.Callback):
-    """Save the global RNG states with every checkpoint; restore them before the first step after a resume."""
+class StepSeededRNG(L.Callback):
+    """Seed the global generators from ``(seed, global rank, global step)`` before every training step."""
 
-    def __init__(self) -> None:
-        self._pending: dict[str, Any] | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        return collect_rng_states()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        # Restored later: model/optimiser/loader setup between here and the first step may draw.
-        self._pending = state_dict
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._pending is not None:
-            restore_rng_states(self._pending)
-            self._pending = None
+        seed_step(self.seed, trainer.global_rank, trainer.global_step)

@@ -28,7 +28,7 @@ from rspretrain.checkpoint_io import AtomicCheckpointIO, atomic_write_text
 from rspretrain.config import RunConfig, method_parameters
 from rspretrain.datamodules.pretrain import PretrainDataModule
 from rspretrain.errors import ConfigError, DataError
-from rspretrain.rng_state import RNGStateCheckpointing
+from rspretrain.rng_state import StepSeededRNG
 from rspretrain.time_budget import TimeBudget
 from rspretrain.methods import PretrainMethod, get_method
 
@@ -68,8 +68,8 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
     """Train; returns the path of the final checkpoint (``<out_dir>/checkpoints/last.ckpt``).
 
     ``resume`` continues exactly: weights, optimiser, schedule, queue and teacher come from the
-    checkpoint, the data order from the step (:class:`StepIndexedBatchSampler`) and the
-    augmentation stream from the saved RNG states (:class:`RNGStateCheckpointing`).
+    checkpoint; the data order and the augmentation draws are functions of the step
+    (:class:`StepIndexedBatchSampler`, :class:`StepSeededRNG`).
     ``callbacks`` are added to the trainer's (e.g. monitors in tests and benchmarks).
     """
     out = run_dir(cfg)
@@ -93,7 +93,7 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
     model.provenance = record  # saved inside every checkpoint (see PretrainMethod.on_save_checkpoint)
     apply_speed_options(model, cfg.trainer.channels_last, cfg.trainer.compile)
     t = cfg.trainer
-    callbacks = [*callbacks, RNGStateCheckpointing()]
+    callbacks = [StepSeededRNG(cfg.seed), *callbacks]
     max_minutes = t.max_time_minutes
     if t.budget_minutes:
         # Equal wall-clock budget: max_steps becomes an upper bound; the steps that fit are measured.
