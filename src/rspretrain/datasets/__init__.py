@@ -4,7 +4,8 @@ Image-file datasets decode every image once into one ``uint8`` tensor (:class:`I
 under ``$RSPRETRAIN_CACHE``); samples are dicts ``{"image": ..., "label": ...}``, and ``__getitems__`` returns a whole
 batch, so DataLoaders take ``collate_fn=collate_batched``. Multispectral GeoTIFFs go through :func:`read_raster`
 and :class:`RasterTiles`; :class:`LandCoverTiles` adds the land-cover class proportions of each tile's footprint
-(GeoKR's labels, :mod:`rspretrain.datasets.land_cover`). :func:`build_dataset` builds any of them from a spec string.
+(GeoKR's labels, :mod:`rspretrain.datasets.land_cover`); :class:`SceneCollection` joins several scenes' tiles.
+:func:`build_dataset` builds any of them from a spec string.
 """
 
 from rspretrain.datasets.build import SPEC_FORMS, build_dataset
@@ -25,6 +26,7 @@ from rspretrain.datasets.land_cover import (
     read_land_cover_labels,
 )
 from rspretrain.datasets.rasters import Raster, RasterTiles, read_raster
+from rspretrain.datasets.scene_collection import SceneCollection
 from rspretrain.datasets.scene_folder import SceneFolder, split_indices
 from rspretrain.datasets.ucmerced import UCMerced
 from rspretrain.datasets.unlabeled import UnlabeledImages
@@ -41,6 +43,7 @@ __all__ = [
     "Raster",
     "RasterTiles",
     "SPEC_FORMS",
+    "SceneCollection",
     "SceneFolder",
     "UCMerced",
     "UnlabeledImages",

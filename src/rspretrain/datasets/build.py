@@ -12,6 +12,7 @@ from rspretrain.datasets.cifar10 import CIFAR10Subset
 from rspretrain.datasets.eurosat import EuroSAT
 from rspretrain.datasets.land_cover import LandCoverTiles
 from rspretrain.datasets.rasters import RasterTiles, read_raster
+from rspretrain.datasets.scene_collection import SceneCollection
 from rspretrain.datasets.scene_folder import SceneFolder, split_indices
 from rspretrain.datasets.ucmerced import UCMerced
 from rspretrain.datasets.unlabeled import UnlabeledImages
@@ -24,8 +25,8 @@ SPEC_FORMS = (
     "cifar10",
     "folder:PATH",
     "unlabeled:PATH",
-    "geotiff:PATH[,PATH...]",
-    "landcover:PATH[,PATH...]",
+    "geotiff:PATH[,PATH...][;PATH...]",
+    "landcover:PATH[,PATH...][;PATH...]",
 )
 
 
@@ -64,6 +65,14 @@ def _data_path(path: str | Path, root: str | Path | None) -> Path:
     return path if not (base / path).exists() else base / path
 
 
+def _scenes(spec: str, argument: str) -> list[list[str]]:
+    """``"a.tif;b2.tif,b3.tif"`` -> ``[["a.tif"], ["b2.tif", "b3.tif"]]``: scenes split by ``;``, bands by ``,``."""
+    scenes = [[p.strip() for p in part.split(",") if p.strip()] for part in argument.split(";")]
+    if any(not files for files in scenes):
+        raise ConfigError(f"dataset {spec!r}: an empty scene between ';' separators")
+    return scenes
+
+
 def _whole_only(spec: str, split: str) -> None:
     # Unlabeled images and rasters have no split: asking for "val" or "test" would silently return training data.
     if split not in ("train", "all"):
@@ -94,14 +103,19 @@ def build_dataset(
     * ``"geotiff:PATH[,PATH...]"`` -> :class:`~rspretrain.datasets.RasterTiles` over
       :func:`~rspretrain.datasets.read_raster` of the files (stacked when several); kwargs ``tile`` (default
       ``image_size`` or 64), ``stride``, ``max_nodata_fraction``, ``band_names``, ``require_crs``,
-      ``expected_bands``; split ``"train"`` or ``"all"``.
+      ``expected_bands``; split ``"train"`` or ``"all"``. Several scenes are separated by ``;`` (``a.tif;b_b2.tif,
+      b_b3.tif``: scene a, then scene b stacked from two files) and give a
+      :class:`~rspretrain.datasets.SceneCollection` of one tiling per scene, the options applying to each.
     * ``"landcover:PATH[,PATH...]"`` -> :class:`~rspretrain.datasets.land_cover.LandCoverTiles`: the GeoTIFF tiles
       with the class proportions of a land-cover product over each footprint (GeoKR's labels); kwargs
       ``land_cover`` (product raster) + ``scheme`` (``nlcd8``, ``globeland30``, ... or a CSV), or ``labels`` (a
       Parquet file of ``rspretrain landcover-labels``), ``min_land_cover_fraction``, ``supersample``, and the
       ``geotiff:`` kwargs plus ``value_scale``, ``within``. Relative paths that do not exist from the current folder
       are looked up under ``root`` (default: the shared data root), so shipped configs name files in
-      ``shared/data``. Split ``"train"`` or ``"all"``.
+      ``shared/data``. Split ``"train"`` or ``"all"``. Scenes separated by ``;`` give a
+      :class:`~rspretrain.datasets.SceneCollection`, each scene aligned to ``land_cover`` in its own CRS; with
+      ``labels``, give one file per scene, also separated by ``;``. ``within`` (one region in one CRS) is refused
+      with several scenes.
 
     Other keyword arguments go to the dataset's constructor (the common ones: ``cache``, ``skip_corrupt``).
 
@@ -123,11 +137,19 @@ def build_dataset(
         if image_size is not None:
             if options.setdefault("tile", image_size) != image_size:
                 raise ConfigError(f"dataset {spec!r}: tile={options['tile']} contradicts image_size={image_size}")
-        for key in ("land_cover", "labels"):
-            if options.get(key) is not None:
-                options[key] = _data_path(options[key], root)
-        images = [_data_path(p.strip(), root) for p in argument.split(",") if p.strip()]
-        return LandCoverTiles.from_files(images, **options)
+        scenes = [[_data_path(p, root) for p in files] for files in _scenes(spec, argument)]
+        if options.get("land_cover") is not None:
+            options["land_cover"] = _data_path(options["land_cover"], root)
+        labels = [None] * len(scenes)
+        if options.get("labels") is not None:
+            labels = [_data_path(p.strip(), root) for p in str(options.pop("labels")).split(";")]
+            if len(labels) != len(scenes):
+                raise ConfigError(f"dataset {spec!r}: {len(labels)} labels file(s) for {len(scenes)} scene(s); "
+                                  "give one per scene, separated by ';'")
+        if len(scenes) > 1 and options.get("within") is not None:
+            raise ConfigError(f"dataset {spec!r}: within is one region in one CRS; it cannot apply to several scenes")
+        tiles = [LandCoverTiles.from_files(files, labels=file, **options) for files, file in zip(scenes, labels)]
+        return tiles[0] if len(tiles) == 1 else SceneCollection(tiles)
     if sep and argument.strip() and kind in ("folder", "unlabeled", "geotiff"):
         if kind == "folder":
             scene_options, split_options = _options(spec, (SceneFolder.__init__, split_indices), kwargs)
@@ -147,6 +169,9 @@ def build_dataset(
         if image_size is not None:
             if tile_options.setdefault("tile", image_size) != image_size:
                 raise ConfigError(f"dataset {spec!r}: tile={tile_options['tile']} contradicts image_size={image_size}")
-        paths = [Path(p.strip()).expanduser() for p in argument.split(",") if p.strip()]
-        return RasterTiles(read_raster(paths, **read_options), **tile_options)
+        tiles = [
+            RasterTiles(read_raster([Path(p).expanduser() for p in files], **read_options), **tile_options)
+            for files in _scenes(spec, argument)
+        ]
+        return tiles[0] if len(tiles) == 1 else SceneCollection(tiles)
     raise DataError(f"unknown dataset spec {spec!r}; valid forms: {', '.join(SPEC_FORMS)}")
