@@ -73,14 +73,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(nproc, script_text, config, overrides, out, tmp_path, timeout=600):
+def _launch(nproc, script_text, config, overrides, out, tmp_path, timeout=600, check=True):
     script = tmp_path / "ddp_run.py"
     script.write_text(script_text)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
            f"--master_port={_free_port()}", str(script), config, json.dumps(overrides), str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
@@ -169,3 +170,54 @@ def test_a_nan_loss_on_one_rank_stops_every_rank_at_that_step(tmp_path, data_roo
     ckpt = load_checkpoint(run / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 4
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+KILLED_OR_RESUMED = r'''
+import json, os, signal, sys
+import lightning as L, torch
+torch.set_num_threads(1)
+from rspretrain.cli import destroy_process_group
+from rspretrain.config import load_config
+from rspretrain.train import pretrain
+
+config, overrides, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+tag, kill_at, resume = overrides.pop("_tag"), overrides.pop("_kill_at"), overrides.pop("_resume")
+rank = int(os.environ["RANK"])
+
+class RecordOrKill(L.Callback):
+    def __init__(self):
+        self.losses = {}
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == kill_at:  # before ModelCheckpoint's hook: this step's checkpoint is lost too
+            os.kill(os.getpid(), signal.SIGKILL)
+        self.losses[trainer.global_step] = float(outputs["loss"])
+        with open(os.path.join(out, f"{tag}_rank{rank}.json"), "w") as f:
+            json.dump(self.losses, f)
+
+pretrain(load_config(config, overrides), resume=resume, callbacks=[RecordOrKill()])
+destroy_process_group()
+'''
+
+
+def test_a_killed_two_rank_run_resumes_with_each_ranks_losses(tmp_path, data_root):
+    # ResNet: per-rank BatchNorm and shuffle-BN across ranks are in the resumed computation too.
+    base = {
+        "data.root": str(data_root), "data.max_per_class": 4, "data.batch_size": 8, "model.backbone": "resnet10t",
+        "model.image_size": 32, "model.queue_size": 64, "trainer.max_steps": 6, "trainer.ckpt_every_n_steps": 2,
+        "trainer.accelerator": "cpu", "trainer.devices": 2, "trainer.strategy": "ddp", "trainer.progress_bar": False,
+        "optim.warmup_steps": 2,
+    }
+    straight = {**base, "trainer.out_dir": str(tmp_path / "straight"), "_tag": "straight", "_kill_at": -1,
+                "_resume": False}
+    _launch(2, KILLED_OR_RESUMED, "moco_resnet18_eurosat", straight, tmp_path, tmp_path)
+    killed = {**base, "trainer.out_dir": str(tmp_path / "killed"), "_tag": "killed", "_kill_at": 3, "_resume": False}
+    assert _launch(2, KILLED_OR_RESUMED, "moco_resnet18_eurosat", killed, tmp_path, tmp_path, check=False).returncode
+    assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.ckpt")["global_step"] == 2
+    _launch(2, KILLED_OR_RESUMED, "moco_resnet18_eurosat", {**killed, "_tag": "resumed", "_kill_at": -1,
+                                                              "_resume": True}, tmp_path, tmp_path)
+    for rank in range(2):
+        full = json.loads((tmp_path / f"straight_rank{rank}.json").read_text())
+        resumed = json.loads((tmp_path / f"resumed_rank{rank}.json").read_text())
+        assert sorted(map(int, full)) == [1, 2, 3, 4, 5, 6] and sorted(map(int, resumed)) == [3, 4, 5, 6]
+        assert resumed == {step: full[step] for step in resumed}  # bit for bit, on each rank
+    assert full != json.loads((tmp_path / "straight_rank0.json").read_text())  # the ranks' losses differ

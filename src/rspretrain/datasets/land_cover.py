@@ -66,6 +66,7 @@ from rasterio.warp import calculate_default_transform, reproject, transform_boun
 from rasterio.windows import Window, from_bounds
 from torch.utils.data import Dataset
 
+from rspretrain.datasets.positions import checked_positions
 from rspretrain.datasets.rasters import RasterTiles, read_raster
 from rspretrain.errors import ConfigError, DataError
 
@@ -661,11 +662,7 @@ class LandCoverTiles(Dataset):
         return len(self.tile_index)
 
     def _index(self, indices: Sequence[int]) -> np.ndarray:
-        index = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self)
-        if len(index) and (index.min() < -n or index.max() >= n):
-            raise IndexError(f"index out of range for {n} tiles")
-        return np.where(index < 0, index + n, index)
+        return checked_positions(indices, len(self))
 
     def __getitem__(self, index: int) -> dict:
         i = int(self._index([index])[0])

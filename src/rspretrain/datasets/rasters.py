@@ -27,6 +27,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from torch.utils.data import Dataset
 
+from rspretrain.datasets.positions import checked_positions
 from rspretrain.errors import ConfigError, DataError
 
 
@@ -381,11 +382,7 @@ class RasterTiles(Dataset):
         return self._bounds.copy()
 
     def _index(self, indices: Sequence[int]) -> np.ndarray:
-        index = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self)
-        if len(index) and (index.min() < -n or index.max() >= n):
-            raise IndexError(f"index out of range for {n} tiles")
-        return np.where(index < 0, index + n, index)
+        return checked_positions(indices, len(self))
 
     def _tile(self, i: int) -> np.ndarray:
         """float32 ``(C, tile, tile)``: tile ``i``'s raw values, nodata pixels set to 0 in every band."""

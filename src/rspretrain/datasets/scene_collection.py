@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from rspretrain.datasets.positions import checked_positions
 from rspretrain.errors import DataError
 
 
@@ -82,11 +83,7 @@ class SceneCollection(Dataset):
         return int(self._starts[-1])
 
     def _locate(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        index = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self)
-        if len(index) and (index.min() < -n or index.max() >= n):
-            raise IndexError(f"index out of range for {n} tiles")
-        index = np.where(index < 0, index + n, index)
+        index = checked_positions(indices, len(self))
         scene = self.scene_of[index]
         return scene, index - self._starts[scene]
 
