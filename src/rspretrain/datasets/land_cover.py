@@ -575,7 +575,7 @@ class LandCoverTiles(Dataset):
         targets: float32 ``(N, K)`` proportions of the samples; ``land_cover_labels``: the whole label table.
         target_kind: ``"proportions"`` (the datamodule passes the classes to methods that learn from them).
         dropped_outside, dropped_no_land_cover: tiles dropped by the labelling; ``dropped_image_nodata``: by the
-            tiling.
+            tiling; ``dropped_patch_filters``: by GeoKR's patch filters, per reason (``patch_filters=True``).
 
     Raises:
         DataError: the labels were made for another grid (tile size, CRS or footprints differ), or match no tile.
@@ -616,6 +616,7 @@ class LandCoverTiles(Dataset):
         self.dropped_outside = labels.dropped_outside
         self.dropped_no_land_cover = labels.dropped_no_land_cover
         self.dropped_image_nodata = tiles.dropped
+        self.dropped_patch_filters = dict(tiles.filtered)
         self.unlabelled = len(tiles) - len(pairs)
 
     @classmethod
@@ -634,6 +635,8 @@ class LandCoverTiles(Dataset):
         max_nodata_fraction: float = 0.0,
         value_scale: float | None = None,
         within: Sequence[float] | None = None,
+        stretch: str = "none",
+        patch_filters: bool = False,
     ) -> LandCoverTiles:
         """Read the image (stacking single-band files), tile it and attach labels.
 
@@ -649,7 +652,7 @@ class LandCoverTiles(Dataset):
         if land_cover is not None and scheme is None:
             raise ConfigError(f"land_cover={land_cover}: give its scheme ({', '.join(available_schemes())} or a CSV)")
         raster = read_raster(images, band_names=band_names, expected_bands=expected_bands)
-        tiles = RasterTiles(raster, tile, stride, max_nodata_fraction, value_scale, within)
+        tiles = RasterTiles(raster, tile, stride, max_nodata_fraction, value_scale, within, stretch, patch_filters)
         if labels is not None:
             table = read_land_cover_labels(labels)
             if scheme is not None and load_scheme(scheme).classes != table.classes:

@@ -27,6 +27,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from torch.utils.data import Dataset
 
+from rspretrain.datasets.patch_extraction import FILTER_REASONS, patch_filter_reasons, percentile_stretch
 from rspretrain.datasets.positions import checked_positions
 from rspretrain.errors import ConfigError, DataError
 
@@ -282,6 +283,12 @@ class RasterTiles(Dataset):
             floats. Pass it for scaled reflectances (e.g. 10000 for Sentinel-2 L1C/L2A).
         within: ``(minx, miny, maxx, maxy)`` in the raster CRS: keep only tiles whose footprint lies inside it (to
             cut spatially disjoint regions of one scene); tiles outside are not requested, so not counted as dropped.
+        stretch: ``"none"`` (raw values) or ``"percentile"``: GeoKR's per-scene 1-99 % stretch of each band to 8
+            bits (:func:`~rspretrain.datasets.patch_extraction.percentile_stretch`; ``value_scale`` then defaults
+            to 255).
+        patch_filters: drop tiles as GeoKR's patch extraction does (dark, mostly dark, low contrast, cloud;
+            :mod:`rspretrain.datasets.patch_extraction`); needs ``stretch="percentile"``. Counted per reason in
+            :attr:`filtered`.
 
     Attributes:
         raster: the source raster.
@@ -289,10 +296,13 @@ class RasterTiles(Dataset):
         value_scale: see ``value_scale``.
         windows: int64 array ``(N, 2)`` of the kept tiles' (row, col) origins.
         dropped: number of tiles dropped for too much nodata.
+        filtered: with ``patch_filters``, the number of tiles dropped for each reason (``{"dark": n, ...}``).
 
     Raises:
-        ConfigError: invalid ``tile``, ``stride``, ``max_nodata_fraction``, ``value_scale`` or ``within``.
-        DataError: the raster is smaller than one tile, or every (requested) tile has too much nodata.
+        ConfigError: invalid ``tile``, ``stride``, ``max_nodata_fraction``, ``value_scale``, ``within``,
+            ``stretch`` or ``patch_filters``.
+        DataError: the raster is smaller than one tile, or every (requested) tile has too much nodata or fails
+            the patch filters.
     """
 
     def __init__(
@@ -303,8 +313,14 @@ class RasterTiles(Dataset):
         max_nodata_fraction: float = 0.0,
         value_scale: float | None = None,
         within: Sequence[float] | None = None,
+        stretch: str = "none",
+        patch_filters: bool = False,
     ) -> None:
         stride = tile if stride is None else stride
+        if stretch not in ("none", "percentile"):
+            raise ConfigError(f"RasterTiles: stretch must be 'none' or 'percentile', got {stretch!r}")
+        if patch_filters and stretch != "percentile":
+            raise ConfigError("RasterTiles: patch_filters work on 8-bit values; use them with stretch='percentile'")
         for name, value in (("tile", tile), ("stride", stride)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"RasterTiles: {name} must be a positive integer, got {value!r}")
@@ -362,10 +378,23 @@ class RasterTiles(Dataset):
                 f"{raster.path}: all {int(requested.sum())} tiles of {tile}x{tile} px have more than "
                 f"{self.max_nodata_fraction:.0%} nodata pixels; raise max_nodata_fraction"
             )
+        # GeoKR's 8-bit stretch of the scene: tiles are cut from it (the raw values stay in self.raster).
+        pixels = percentile_stretch(raster.array, ~invalid, name=str(raster.path)) if stretch == "percentile" else None
+        self.filtered: dict[str, int] = {}
+        if patch_filters:
+            candidates = np.flatnonzero(keep)
+            band_mean = pixels.mean(axis=0, dtype=np.float32)
+            reasons = patch_filter_reasons(band_mean, r[candidates], c[candidates], tile)
+            self.filtered = {name: int((reasons == k + 1).sum()) for k, name in enumerate(FILTER_REASONS)}
+            keep[candidates[reasons > 0]] = False
+            if not keep.any():
+                raise DataError(f"{raster.path}: every {tile}x{tile} px tile fails GeoKR's patch filters {self.filtered}")
+        self.stretch = stretch
+        self._pixels = pixels if pixels is not None else raster.array
         self.windows = np.stack([r[keep], c[keep]], axis=1).astype(np.int64)
         self._valid_fraction = 1.0 - missing[keep] / float(tile * tile)
         self._bounds = bounds[keep]
-        self.value_scale = float(value_scale) if value_scale is not None else default_value_scale(raster.dtype)
+        self.value_scale = float(value_scale) if value_scale is not None else default_value_scale(self._pixels.dtype)
         self.crs = raster.crs
         self._crs_string = raster.crs.to_string() if raster.crs is not None else ""
 
@@ -388,7 +417,7 @@ class RasterTiles(Dataset):
         """float32 ``(C, tile, tile)``: tile ``i``'s raw values, nodata pixels set to 0 in every band."""
         row, col = self.windows[i]
         window = (slice(row, row + self.tile), slice(col, col + self.tile))
-        tile = self.raster.array[(slice(None), *window)].astype(np.float32)  # a copy: the raster is untouched
+        tile = self._pixels[(slice(None), *window)].astype(np.float32)  # a copy: the raster is untouched
         tile[:, self._invalid[window]] = 0.0
         return tile
 

@@ -27,11 +27,12 @@ ImageNet initialisation needs a local timm weight file (``init_weights``; no dow
 from scratch by default; the export is the teacher's backbone (``export="student"`` or ``rspretrain export
 --network student`` gives the student's); the class list is the scheme's (``nlcd8``, ``globeland30``, ...).
 
-Left out of the official patch extraction (METHODS.md §3.2 step 1), on purpose: the per-scene 1-99 percentile
-stretch to 8 bits and the brightness / contrast / cloud patch filters. Pixels are scaled by the data type's maximum
-and standardised per band with the data's statistics, which keeps N-band reflectances comparable across scenes;
-tiles are dropped for image nodata (``max_nodata_fraction``) and for missing land cover, not for cloud. The
-land-cover edition (the one nearest the acquisition date, METHODS.md §3.7) is the file the user passes. Like the
+The official patch extraction (METHODS.md §3.2 step 1: per-scene 1-99 percentile stretch to 8 bits, then the
+dark / low-contrast / cloud patch filters) is the dataset option ``stretch: percentile`` + ``patch_filters: true``
+(:mod:`rspretrain.datasets.patch_extraction`, on in ``geokr_resnet50_paper``). Without it (the Zion config) pixels
+are scaled by the data type's maximum and standardised per band with the data's statistics, which keeps N-band
+reflectances comparable across scenes, and tiles are dropped for image nodata (``max_nodata_fraction``) and for
+missing land cover only. The land-cover edition (the one nearest the acquisition date, METHODS.md §3.7) is the file the user passes. Like the
 paper's archive of Gaofen scenes, many scenes train together (``landcover:A.tif;B.tif``, a
 :class:`~rspretrain.datasets.SceneCollection`, each scene aligned in its own CRS). Each scene is held in memory once,
 in its own dtype, and tiles are converted as they are read: fine for Landsat/Sentinel scenes (a 13-band uint16
