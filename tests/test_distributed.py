@@ -7,6 +7,9 @@ single-device emulation with 2 chunks computes. The backbone is a ViT (LayerNorm
 BatchNorm statistics cannot make the two set-ups differ) and the views are made deterministic
 (each rank draws its own augmentations, so they are the only other difference); that the ranks'
 random streams differ at every step, and rank 0's equals the single process's, is checked too.
+
+Also under 2 ranks: a NaN loss on one rank stops every rank at that step, and a run killed with
+SIGKILL resumes with each rank's losses bit for bit (ResNet: per-rank BatchNorm, shuffle-BN).
 """
 
 import json

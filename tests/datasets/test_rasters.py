@@ -253,3 +253,46 @@ def test_within_keeps_the_tiles_inside_a_region(zion):
         RasterTiles(zion, tile=64, within=(0, 0, 10, 10))
     with pytest.raises(ConfigError, match="within must be"):
         RasterTiles(zion, tile=64, within=(1, 2, 0, 3))
+
+
+@pytest.mark.parametrize("options", [{}, {"stretch": "percentile", "patch_filters": True}])
+def test_windowed_reading_gives_the_in_memory_tiles(zion, zion_files, options):
+    windowed = read_raster(zion_files, windowed=True)
+    assert windowed.array is None and windowed.shape == zion.shape and windowed.dtype == zion.dtype
+    assert windowed.band_names == zion.band_names and windowed.crs == zion.crs and windowed.transform == zion.transform
+    assert (windowed.valid_mask(strip_rows=100) == zion.valid_mask()).all()
+    assert (windowed.subsample(20) == zion.array[:, ::20, ::20]).all()
+    eager, lazy = RasterTiles(zion, 64, 48, **options), RasterTiles(windowed, 64, 48, **options)
+    assert (lazy.windows == eager.windows).all() and lazy.filtered == eager.filtered
+    everything = range(len(eager))
+    assert torch.equal(lazy.__getitems__(everything)["image"], eager.__getitems__(everything)["image"])
+    # DataLoader workers (forked) open their own file handles
+    loader = DataLoader(lazy, batch_size=64, collate_fn=collate_batched, num_workers=2)
+    assert torch.equal(torch.cat([b["image"] for b in loader]), eager.__getitems__(everything)["image"])
+
+
+def test_windowed_nodata_and_a_damaged_block_named(tmp_path):
+    array = np.full((2, 64, 64), 1000, dtype=np.uint16)
+    array[:, :2, :2] = 65535
+    path = _write(tmp_path / "nd.tif", array, nodata=65535)
+    eager = RasterTiles(read_raster(path), tile=8, max_nodata_fraction=0.1)
+    lazy = RasterTiles(read_raster(path, windowed=True), tile=8, max_nodata_fraction=0.1)
+    assert torch.equal(lazy[0]["image"], eager[0]["image"]) and torch.all(lazy[0]["image"][:, :2, :2] == 0)
+    # a tiled, compressed file with one block overwritten: the header reads, that block does not
+    damaged = tmp_path / "damaged.tif"
+    profile = dict(driver="GTiff", width=64, height=64, count=1, dtype="uint16", crs="EPSG:32612", tiled=True,
+                   blockxsize=32, blockysize=32, compress="deflate",
+                   transform=Affine(30.0, 0.0, 300000.0, 0.0, -30.0, 4100000.0))
+    with rasterio.open(damaged, "w", **profile) as target:
+        target.write(np.random.default_rng(0).integers(0, 9999, (1, 64, 64), dtype=np.uint16))
+    with rasterio.open(damaged) as source:
+        offset = int(source.get_tag_item("BLOCK_OFFSET_0_1", "TIFF", bidx=1))
+    with open(damaged, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\xff" * 64)
+    raster = read_raster(damaged, windowed=True)  # the header is intact: reading it succeeds
+    with pytest.raises(DataError, match=r"damaged\.tif: reading window .* failed"):
+        RasterTiles(raster, tile=32)  # the nodata pass reads every block
+    with pytest.raises(DataError, match=r"damaged\.tif: reading window .* failed"):
+        raster.window(slice(32, 64), slice(0, 32))  # GDAL's BLOCK_OFFSET_<x>_<y>: block column 0, row 1
+    assert raster.window(slice(0, 32), slice(32, 64)).shape == (1, 32, 32)  # an undamaged block still reads

@@ -637,6 +637,7 @@ class LandCoverTiles(Dataset):
         within: Sequence[float] | None = None,
         stretch: str = "none",
         patch_filters: bool = False,
+        windowed: bool = False,
     ) -> LandCoverTiles:
         """Read the image (stacking single-band files), tile it and attach labels.
 
@@ -651,7 +652,7 @@ class LandCoverTiles(Dataset):
             raise ConfigError("land-cover tiles need exactly one of land_cover (a product raster) or labels (a file)")
         if land_cover is not None and scheme is None:
             raise ConfigError(f"land_cover={land_cover}: give its scheme ({', '.join(available_schemes())} or a CSV)")
-        raster = read_raster(images, band_names=band_names, expected_bands=expected_bands)
+        raster = read_raster(images, band_names=band_names, expected_bands=expected_bands, windowed=windowed)
         tiles = RasterTiles(raster, tile, stride, max_nodata_fraction, value_scale, within, stretch, patch_filters)
         if labels is not None:
             table = read_land_cover_labels(labels)

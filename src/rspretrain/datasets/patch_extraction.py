@@ -10,13 +10,16 @@ drops a patch when, on its band-mean image,
 - scikit-image's ``is_low_contrast`` holds (``"low_contrast"``), or
 - more than 50 % of the pixels are above 230 (``"cloud"``).
 
-:class:`~rspretrain.datasets.RasterTiles` applies them with ``stretch="percentile"`` and ``patch_filters=True``.
+:class:`~rspretrain.datasets.RasterTiles` applies them with ``stretch="percentile"`` and ``patch_filters=True``:
+:func:`stretch_limits` once per scene, :func:`apply_stretch` to each tile as it is read, :func:`patch_filter_reasons`
+to the candidate tiles.
 
-Choices where METHODS.md leaves one (each a parameter here):
+Choices where METHODS.md leaves one:
 
 - the percentiles are taken **per band** (a shared pair would let one bright band, e.g. NIR, wash out the others);
   pixels that are nodata in the image are left out with the zeros and stay 0;
-- stretched values are truncated to integers (``astype(uint8)`` after clipping to [0, 255]);
+- stretched values are truncated to integers (``astype(uint8)`` after clipping to [0, 255]); the scene is not
+  stored stretched: each tile is stretched as it is read, with the scene's limits (:func:`stretch_limits`);
 - ``is_low_contrast`` is its default test (``fraction_threshold`` 0.05, percentiles 1 and 99, ratio of the
   percentile range to the dtype range) on the band mean as an 8-bit image, i.e. a 1-99 % range below 12.75
   grey levels; it is written out here (three lines) instead of adding scikit-image as a dependency.
@@ -31,71 +34,66 @@ from rspretrain.errors import DataError
 #: Why a patch was dropped, in the order the filters are tested; a patch counts under its first reason.
 FILTER_REASONS = ("dark", "dark_pixels", "low_contrast", "cloud")
 
+#: The percentiles are estimated on every 20th row and column of the scene, as in the official code.
+PERCENTILE_SUBSAMPLE = 20
 
-def percentile_stretch(
-    array: np.ndarray,
+
+def stretch_limits(
+    sample: np.ndarray,
     valid: np.ndarray,
     low: float = 1.0,
     high: float = 99.0,
-    subsample: int = 20,
     name: str = "raster",
 ) -> np.ndarray:
-    """uint8 ``(C, H, W)``: each band of ``array`` mapped linearly from its ``low``-``high`` percentile range to 0-255.
+    """float64 ``(C, 2)``: each band's ``low`` and ``high`` percentiles over the non-zero valid pixels of ``sample``.
 
     Args:
-        array: ``(C, H, W)`` pixel values, any dtype.
-        valid: ``(H, W)`` bool, False where the image is nodata (those pixels become 0).
-        low, high: percentiles of the band's non-zero valid pixels, estimated on every ``subsample``-th row and
-            column.
-        subsample: the downsampling step of the estimate (20 in the official code).
+        sample: ``(C, h, w)`` pixel values, e.g. every 20th row and column of the scene (the official estimate).
+        valid: ``(h, w)`` bool, False where the image is nodata.
+        low, high: the percentiles.
         name: for the error message.
 
     Raises:
-        DataError: a band with no non-zero valid pixel in the subsample.
+        DataError: a band with no non-zero valid pixel in the sample.
     """
-    out = np.zeros(array.shape, dtype=np.uint8)
-    sample_valid = valid[::subsample, ::subsample]
-    for band in range(array.shape[0]):
-        sample = array[band, ::subsample, ::subsample][sample_valid]
-        sample = sample[sample != 0]
-        if not sample.size:
+    limits = np.empty((sample.shape[0], 2), dtype=np.float64)
+    for band in range(sample.shape[0]):
+        values = sample[band][valid]
+        values = values[values != 0]
+        if not values.size:
             raise DataError(f"{name}: band {band + 1} has no non-zero pixel to stretch from")
-        lo, hi = np.percentile(sample.astype(np.float64), [low, high])
-        scale = 255.0 / max(hi - lo, np.finfo(np.float32).eps)
-        stretched = (array[band].astype(np.float32) - np.float32(lo)) * np.float32(scale)
-        np.clip(stretched, 0.0, 255.0, out=stretched)
-        out[band] = stretched.astype(np.uint8)
-        out[band][~valid] = 0
-    return out
+        limits[band] = np.percentile(values.astype(np.float64), [low, high])
+    return limits
+
+
+def apply_stretch(values: np.ndarray, limits: np.ndarray) -> np.ndarray:
+    """float32 ``(C, h, w)`` of integers 0-255: ``values`` mapped linearly from each band's ``limits`` to 0-255,
+    clipped and truncated (as ``astype(uint8)`` would store them)."""
+    low = limits[:, :1, None].astype(np.float32)
+    scale = (255.0 / np.maximum(limits[:, 1:, None] - limits[:, :1, None], np.finfo(np.float32).eps)).astype(np.float32)
+    out = (values.astype(np.float32) - low) * scale
+    np.clip(out, 0.0, 255.0, out=out)
+    return np.floor(out, out=out)
 
 
 def patch_filter_reasons(
-    band_mean: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    tile: int,
+    band_means: np.ndarray,
     dark: float = 20.0,
     dark_fraction: float = 0.10,
     bright: float = 230.0,
     bright_fraction: float = 0.50,
     contrast_threshold: float = 0.05,
-    chunk: int = 1024,
 ) -> np.ndarray:
-    """int8 ``(N,)``: for each ``tile`` x ``tile`` patch at ``(rows[i], cols[i])`` of the 8-bit ``band_mean`` image,
-    0 if it passes, else 1 + the index of its first failed filter in :data:`FILTER_REASONS`."""
-    reasons = np.zeros(len(rows), dtype=np.int8)
-    offsets = np.arange(tile)
-    for start in range(0, len(rows), chunk):
-        r, c = rows[start : start + chunk], cols[start : start + chunk]
-        patches = band_mean[(r[:, None] + offsets)[:, :, None], (c[:, None] + offsets)[:, None, :]]
-        flat = patches.reshape(len(r), -1)
-        p_low, p_high = np.percentile(flat, [1, 99], axis=1)
-        failed = np.stack([
-            flat.max(axis=1) < dark,
-            (flat < dark).mean(axis=1) > dark_fraction,
-            (p_high - p_low) / 255.0 < contrast_threshold,
-            (flat > bright).mean(axis=1) > bright_fraction,
-        ], axis=1)  # fmt: skip
-        first = np.where(failed.any(axis=1), failed.argmax(axis=1) + 1, 0)
-        reasons[start : start + chunk] = first
-    return reasons
+    """int8 ``(N,)``: for each 8-bit band-mean patch of ``band_means`` ``(N, h, w)``, 0 if it passes, else 1 + the
+    index of its first failed filter in :data:`FILTER_REASONS`."""
+    flat = band_means.reshape(len(band_means), -1)
+    if not len(flat):
+        return np.zeros(0, dtype=np.int8)
+    p_low, p_high = np.percentile(flat, [1, 99], axis=1)
+    failed = np.stack([
+        flat.max(axis=1) < dark,
+        (flat < dark).mean(axis=1) > dark_fraction,
+        (p_high - p_low) / 255.0 < contrast_threshold,
+        (flat > bright).mean(axis=1) > bright_fraction,
+    ], axis=1)  # fmt: skip
+    return np.where(failed.any(axis=1), failed.argmax(axis=1) + 1, 0).astype(np.int8)

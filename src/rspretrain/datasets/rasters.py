@@ -13,6 +13,7 @@ the caller should make explicitly (e.g. with ``rasterio.warp.reproject``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -25,43 +26,129 @@ import rasterio.errors
 import torch
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.windows import Window
 from torch.utils.data import Dataset
 
-from rspretrain.datasets.patch_extraction import FILTER_REASONS, patch_filter_reasons, percentile_stretch
+from rspretrain.datasets.patch_extraction import (
+    FILTER_REASONS,
+    PERCENTILE_SUBSAMPLE,
+    apply_stretch,
+    patch_filter_reasons,
+    stretch_limits,
+)
 from rspretrain.datasets.positions import checked_positions
 from rspretrain.errors import ConfigError, DataError
 
 
+class WindowReader:
+    """Windows of a stack of raster files that share one grid, read when asked (the scene is never held whole).
+
+    Files are opened on first use in each process (a DataLoader worker opens its own handles: GDAL handles must not
+    cross a fork). Tile reads go through GDAL's block cache, which neighbouring tiles share; it is bounded by
+    ``GDAL_CACHEMAX`` (default 5 % of RAM; set the environment variable to bound it lower). Whole-scene passes (the
+    nodata mask, the stretch sample) run inside :meth:`bounded_cache`, at ``cache_mb``, so they do not fill it with
+    every scene.
+    """
+
+    def __init__(self, files: Sequence[Path], dtype: np.dtype, shape: tuple[int, int, int], cache_mb: int = 64) -> None:
+        self.files = tuple(files)
+        self.dtype = np.dtype(dtype)
+        self.shape = shape
+        self.cache_mb = int(cache_mb)
+        self._handles: list | None = None
+        self._pid: int | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handles": None, "_pid": None}
+
+    def _sources(self) -> list:
+        if self._handles is None or self._pid != os.getpid():
+            self._handles = [rasterio.open(path) for path in self.files]
+            self._pid = os.getpid()
+        return self._handles
+
+    def bounded_cache(self) -> rasterio.Env:
+        """A context in which GDAL's block cache holds at most :attr:`cache_mb` MB."""
+        return rasterio.Env(GDAL_CACHEMAX=self.cache_mb)
+
+    def read(self, rows: slice, cols: slice) -> np.ndarray:
+        """``(C, rows, cols)`` in :attr:`dtype`."""
+        window = Window.from_slices(rows, cols, height=self.shape[1], width=self.shape[2])
+        parts = []
+        for path, source in zip(self.files, self._sources()):
+            try:
+                parts.append(source.read(window=window))
+            except (rasterio.errors.RasterioError, OSError, ValueError) as error:
+                raise DataError(f"{path}: reading window {window} failed ({_one_line(error)})") from None
+        return np.concatenate([part.astype(self.dtype, copy=False) for part in parts])
+
+
 @dataclass(frozen=True, eq=False)
 class Raster:
-    """A raster in memory with its georeferencing.
+    """A raster with its georeferencing: in memory (``array``), or read by window from its files (``reader``).
 
     Attributes:
-        array: pixel values ``(C, H, W)`` in the file's dtype (the common dtype for stacked files).
+        array: pixel values ``(C, H, W)`` in the file's dtype (the common dtype for stacked files); None for a
+            windowed raster (``read_raster(..., windowed=True)``).
         band_names: one name per band.
         crs: coordinate reference system, or None (only with ``require_crs=False``).
         transform: affine map from (col, row) pixel corners to CRS coordinates.
         nodata: value marking missing pixels, or None. NaN is always treated as missing in float rasters.
         paths: the file(s) the bands came from, in band order of appearance.
+        reader: the :class:`WindowReader` of a windowed raster, else None.
     """
 
-    array: np.ndarray
+    array: np.ndarray | None
     band_names: tuple[str, ...]
     crs: CRS | None
     transform: Affine
     nodata: float | int | None
     paths: tuple[Path, ...]
+    reader: WindowReader | None = None
 
     def __post_init__(self) -> None:
-        if self.array.ndim != 3:
-            raise ValueError(f"Raster.array must be (C, H, W), got shape {self.array.shape}")
-        if len(self.band_names) != self.array.shape[0]:
-            raise ValueError(f"{len(self.band_names)} band names for {self.array.shape[0]} bands")
+        if (self.array is None) == (self.reader is None):
+            raise ValueError("a Raster has either an array or a reader")
+        if len(self.shape) != 3:
+            raise ValueError(f"Raster.array must be (C, H, W), got shape {self.shape}")
+        if len(self.band_names) != self.shape[0]:
+            raise ValueError(f"{len(self.band_names)} band names for {self.shape[0]} bands")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(C, H, W)``."""
+        return tuple(self.array.shape) if self.array is not None else self.reader.shape
 
     @property
     def dtype(self) -> np.dtype:
         """The pixel dtype (e.g. ``uint16`` for Landsat 8 DN, ``int16`` for Sentinel-2 reflectance x 10000)."""
-        return self.array.dtype
+        return self.array.dtype if self.array is not None else self.reader.dtype
+
+    def reading(self) -> contextlib.AbstractContextManager:
+        """Wrap a pass over the whole scene: a windowed raster's reads then keep GDAL's cache small."""
+        return self.reader.bounded_cache() if self.reader is not None else contextlib.nullcontext()
+
+    def window(self, rows: slice, cols: slice) -> np.ndarray:
+        """Pixel values ``(C, h, w)`` of a window (a view of :attr:`array`, or read from the files)."""
+        return self.array[:, rows, cols] if self.array is not None else self.reader.read(rows, cols)
+
+    def subsample(self, step: int) -> np.ndarray:
+        """``(C, ceil(H / step), ceil(W / step))``: every ``step``-th row and column (equal to
+        ``array[:, ::step, ::step]``; a windowed raster reads one row at a time)."""
+        if self.array is not None:
+            return self.array[:, ::step, ::step]
+        with self.reading():
+            rows = [self.window(slice(r, r + 1), slice(None))[:, 0, ::step] for r in range(0, self.height, step)]
+        return np.stack(rows, axis=1)
+
+    def invalid_pixels(self, values: np.ndarray) -> np.ndarray:
+        """``(h, w)`` bool of a ``(C, h, w)`` window: True where any band equals ``nodata`` or is NaN."""
+        invalid = np.zeros(values.shape[1:], dtype=bool)
+        if self.nodata is not None and not (isinstance(self.nodata, float) and np.isnan(self.nodata)):
+            invalid |= (values == self.nodata).any(axis=0)
+        if np.issubdtype(values.dtype, np.floating):
+            invalid |= np.isnan(values).any(axis=0)
+        return invalid
 
     @property
     def path(self) -> Path:
@@ -71,27 +158,27 @@ class Raster:
     @property
     def count(self) -> int:
         """Number of bands."""
-        return self.array.shape[0]
+        return self.shape[0]
 
     @property
     def height(self) -> int:
-        return self.array.shape[1]
+        return self.shape[1]
 
     @property
     def width(self) -> int:
-        return self.array.shape[2]
+        return self.shape[2]
 
-    def valid_mask(self) -> np.ndarray:
-        """``(H, W)`` bool: True where no band equals ``nodata`` (or is NaN).
+    def valid_mask(self, strip_rows: int = 512) -> np.ndarray:
+        """``(H, W)`` bool: True where no band equals ``nodata`` (or is NaN), computed ``strip_rows`` rows at a time.
 
         A pixel missing in any band is treated as missing as a whole, since a partial spectrum is not usable.
         """
-        invalid = np.zeros(self.array.shape[1:], dtype=bool)
-        if self.nodata is not None and not (isinstance(self.nodata, float) and np.isnan(self.nodata)):
-            invalid |= (self.array == self.nodata).any(axis=0)
-        if np.issubdtype(self.array.dtype, np.floating):
-            invalid |= np.isnan(self.array).any(axis=0)
-        return ~invalid
+        valid = np.empty((self.height, self.width), dtype=bool)
+        with self.reading():
+            for row in range(0, self.height, strip_rows):
+                rows = slice(row, min(row + strip_rows, self.height))
+                valid[rows] = ~self.invalid_pixels(self.window(rows, slice(None)))
+        return valid
 
 
 def _one_line(error: Exception) -> str:
@@ -115,6 +202,7 @@ def read_raster(
     band_names: Sequence[str] | None = None,
     require_crs: bool = True,
     expected_bands: int | None = None,
+    windowed: bool = False,
 ) -> Raster:
     """Read a multi-band raster, or stack several rasters that share one pixel grid, with all their bands.
 
@@ -129,6 +217,8 @@ def read_raster(
         band_names: expected name of every band of the stack (see above).
         require_crs: reject files without a CRS.
         expected_bands: required total number of bands.
+        windowed: check the files and keep their georeferencing, but read pixels only when a window is asked for
+            (:meth:`Raster.window`): for scenes, or many scenes, larger than memory.
 
     Returns:
         The :class:`Raster`; stacked files are cast to their common dtype (``numpy.result_type``).
@@ -149,6 +239,7 @@ def read_raster(
         seen.add(os.path.abspath(path))
 
     arrays: list[np.ndarray] = []
+    dtypes: list[np.dtype] = []
     descriptions: list[str | None] = []
     stem_names: list[str | None] = []
     band_files: list[Path] = []
@@ -169,7 +260,9 @@ def read_raster(
                     file_shape = (source.height, source.width)
                     nodatavals = [None if v is None else float(v) for v in source.nodatavals]
                     file_descriptions = list(source.descriptions)
-                    data = source.read()
+                    file_count = source.count
+                    dtypes.append(np.result_type(*source.dtypes))
+                    data = None if windowed else source.read()
         except (rasterio.errors.RasterioError, OSError, ValueError) as error:
             raise DataError(f"{path}: not a readable raster ({_one_line(error)})") from None
         if require_crs and file_crs is None:
@@ -200,18 +293,23 @@ def read_raster(
                 raise DataError(f"{path}: nodata {file_nodata} differs from {files[0].name}'s {nodata}")
         arrays.append(data)
         descriptions += [d if d else None for d in file_descriptions]
-        stem_names += [_stem_name(path)] if data.shape[0] == 1 else [None] * data.shape[0]
-        band_files += [path] * data.shape[0]
+        stem_names += [_stem_name(path)] if file_count == 1 else [None] * file_count
+        band_files += [path] * file_count
 
-    dtype = np.result_type(*arrays)
-    array = arrays[0] if len(arrays) == 1 else np.concatenate([a.astype(dtype, copy=False) for a in arrays])
-    count = array.shape[0]
+    dtype = np.result_type(*dtypes)
+    count = len(descriptions)
+    array = reader = None
+    if windowed:
+        reader = WindowReader(files, dtype, (count, *shape))
+    else:
+        array = arrays[0] if len(arrays) == 1 else np.concatenate([a.astype(dtype, copy=False) for a in arrays])
     if expected_bands is not None and count != expected_bands:
         raise DataError(f"{_names(files)}: has {count} bands, expected {expected_bands}")
     names = _band_names(descriptions, stem_names, band_files, band_names, files)
     if isinstance(nodata, float) and not np.isnan(nodata) and nodata.is_integer() and np.issubdtype(dtype, np.integer):
         nodata = int(nodata)  # rasterio reports 65535.0 for uint16; an int compares exactly with integer pixels
-    return Raster(array=array, band_names=names, crs=crs, transform=transform, nodata=nodata, paths=tuple(files))
+    return Raster(array=array, band_names=names, crs=crs, transform=transform, nodata=nodata, paths=tuple(files),
+                  reader=reader)
 
 
 def _same_nodata(a: float | None, b: float | None) -> bool:
@@ -378,29 +476,33 @@ class RasterTiles(Dataset):
                 f"{raster.path}: all {int(requested.sum())} tiles of {tile}x{tile} px have more than "
                 f"{self.max_nodata_fraction:.0%} nodata pixels; raise max_nodata_fraction"
             )
-        # GeoKR's 8-bit stretch of the scene: tiles are cut from it (the raw values stay in self.raster).
-        pixels = percentile_stretch(raster.array, ~invalid, name=str(raster.path)) if stretch == "percentile" else None
+        # GeoKR's 8-bit stretch: the scene's per-band limits, from every 20th row and column; tiles are stretched
+        # as they are read.
+        self.stretch = stretch
+        self._limits = None
+        if stretch == "percentile":
+            step = PERCENTILE_SUBSAMPLE
+            self._limits = stretch_limits(raster.subsample(step), ~invalid[::step, ::step], name=str(raster.path))
         self.filtered: dict[str, int] = {}
         if patch_filters:
             candidates = np.flatnonzero(keep)
-            band_mean = pixels.mean(axis=0, dtype=np.float32)
-            reasons = patch_filter_reasons(band_mean, r[candidates], c[candidates], tile)
+            reasons = np.concatenate([
+                patch_filter_reasons(self._read(r[chunk], c[chunk]).mean(axis=1))
+                for chunk in np.array_split(candidates, max(1, -(-len(candidates) // 256)))
+            ])  # fmt: skip
             self.filtered = {name: int((reasons == k + 1).sum()) for k, name in enumerate(FILTER_REASONS)}
             keep[candidates[reasons > 0]] = False
             if not keep.any():
                 raise DataError(f"{raster.path}: every {tile}x{tile} px tile fails GeoKR's patch filters {self.filtered}")
-        self.stretch = stretch
-        self._pixels = pixels if pixels is not None else raster.array
         self.windows = np.stack([r[keep], c[keep]], axis=1).astype(np.int64)
         self._valid_fraction = 1.0 - missing[keep] / float(tile * tile)
         self._bounds = bounds[keep]
-        self.value_scale = float(value_scale) if value_scale is not None else default_value_scale(self._pixels.dtype)
+        default_scale = 255.0 if stretch == "percentile" else default_value_scale(raster.dtype)
+        self.value_scale = float(value_scale) if value_scale is not None else default_scale
         self.crs = raster.crs
         self._crs_string = raster.crs.to_string() if raster.crs is not None else ""
-
-        # The scene is held once, in its own dtype (the raster's array): a float32 copy of a 13-band
-        # uint16 Sentinel-2 tile would triple its memory. Each tile is converted when it is read.
-        self._invalid = invalid
+        # Nothing scene-sized is kept besides the raster itself (its array, or nothing for a windowed raster):
+        # each tile is read, converted and its nodata found again when asked for.
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -413,19 +515,20 @@ class RasterTiles(Dataset):
     def _index(self, indices: Sequence[int]) -> np.ndarray:
         return checked_positions(indices, len(self))
 
-    def _tile(self, i: int) -> np.ndarray:
-        """float32 ``(C, tile, tile)``: tile ``i``'s raw values, nodata pixels set to 0 in every band."""
-        row, col = self.windows[i]
-        window = (slice(row, row + self.tile), slice(col, col + self.tile))
-        tile = self._pixels[(slice(None), *window)].astype(np.float32)  # a copy: the raster is untouched
-        tile[:, self._invalid[window]] = 0.0
-        return tile
+    def _read(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """float32 ``(N, C, tile, tile)``: the tiles at ``(rows[i], cols[i])``, stretched if asked, nodata pixels 0."""
+        out = np.empty((len(rows), self.raster.count, self.tile, self.tile), dtype=np.float32)
+        for k, (row, col) in enumerate(zip(rows.tolist(), cols.tolist())):
+            values = self.raster.window(slice(row, row + self.tile), slice(col, col + self.tile))
+            out[k] = values if self._limits is None else apply_stretch(values, self._limits)  # a copy
+            out[k][:, self.raster.invalid_pixels(values)] = 0.0
+        return out
 
     def __getitem__(self, index: int) -> dict:
         i = int(self._index([index])[0])
         row, col = (int(v) for v in self.windows[i])
         return {
-            "image": torch.from_numpy(self._tile(i)),
+            "image": torch.from_numpy(self._read(self.windows[i : i + 1, 0], self.windows[i : i + 1, 1])[0]),
             "bounds": tuple(float(v) for v in self._bounds[i]),
             "crs": self._crs_string,
             "window": (row, col, self.tile, self.tile),
@@ -438,10 +541,7 @@ class RasterTiles(Dataset):
         windows = self.windows[index]
         sizes = np.full((len(index), 2), self.tile, dtype=np.int64)
         return {
-            "image": torch.from_numpy(
-                np.stack([self._tile(i) for i in index.tolist()]) if len(index) else
-                np.empty((0, self.raster.count, self.tile, self.tile), dtype=np.float32)
-            ),
+            "image": torch.from_numpy(self._read(windows[:, 0], windows[:, 1])),
             "bounds": torch.from_numpy(self._bounds[index].copy()),
             "crs": [self._crs_string] * len(index),
             "window": torch.from_numpy(np.concatenate([windows, sizes], axis=1)),
