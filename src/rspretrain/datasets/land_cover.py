@@ -497,18 +497,22 @@ def land_cover_proportions(
         product, scheme, raster.crs, sub_transform, row1 - row0, col1 - col0, supersample, max_supersample, image_name
     )
     s = aligned.supersample
+
+    def footprint(row: int, col: int) -> np.ndarray:  # a view of the class map under one tile
+        return aligned.class_map[(row - row0) * s : (row - row0 + tile) * s, (col - col0) * s : (col - col0 + tile) * s]
+
     # Image nodata pixels (kept tiles may have up to max_nodata_fraction of them) count no land cover: the
-    # proportions describe the part of the footprint the image shows.
-    image_missing = ~raster.valid_mask()[row0:row1, col0:col1]
-    if image_missing.any():
-        fine_missing = image_missing.repeat(s, axis=0).repeat(s, axis=1)
-        aligned.class_map[fine_missing & (aligned.class_map != OUTSIDE)] = NOT_COUNTED
+    # proportions describe the part of the footprint the image shows. Only the tiles the tiling found nodata in
+    # are read again (none with the default max_nodata_fraction of 0).
+    for row, col in windows[tiles.valid_fraction < 1.0].tolist():
+        missing = raster.invalid_pixels(raster.window(slice(row, row + tile), slice(col, col + tile)))
+        block = footprint(row, col)
+        block[missing.repeat(s, axis=0).repeat(s, axis=1) & (block != OUTSIDE)] = NOT_COUNTED
     k = scheme.num_classes
     offset = -OUTSIDE  # class-map values start at OUTSIDE = -3
     counts = np.empty((len(windows), k + offset), dtype=np.int64)
     for i, (row, col) in enumerate(windows.tolist()):
-        block = aligned.class_map[(row - row0) * s : (row - row0 + tile) * s, (col - col0) * s : (col - col0 + tile) * s]
-        counts[i] = np.bincount(block.ravel().astype(np.int64) + offset, minlength=k + offset)
+        counts[i] = np.bincount(footprint(row, col).ravel().astype(np.int64) + offset, minlength=k + offset)
     pixels = float((tile * s) ** 2)
     outside = counts[:, OUTSIDE + offset] == pixels
     class_counts = counts[:, offset:]

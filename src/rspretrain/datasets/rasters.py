@@ -40,6 +40,10 @@ from rspretrain.datasets.positions import checked_positions
 from rspretrain.errors import ConfigError, DataError
 
 
+#: GDAL block cache (MB) while a whole file is read or scanned: the cache would only hold a second copy of it.
+WHOLE_FILE_CACHE_MB = 64
+
+
 class WindowReader:
     """Windows of a stack of raster files that share one grid, read when asked (the scene is never held whole).
 
@@ -50,7 +54,9 @@ class WindowReader:
     every scene.
     """
 
-    def __init__(self, files: Sequence[Path], dtype: np.dtype, shape: tuple[int, int, int], cache_mb: int = 64) -> None:
+    def __init__(
+        self, files: Sequence[Path], dtype: np.dtype, shape: tuple[int, int, int], cache_mb: int = WHOLE_FILE_CACHE_MB
+    ) -> None:
         self.files = tuple(files)
         self.dtype = np.dtype(dtype)
         self.shape = shape
@@ -253,9 +259,7 @@ def read_raster(
             with warnings.catch_warnings():
                 # A missing georeference is reported below as a one-line DataError (or accepted without require_crs).
                 warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-                # The whole file is read once: GDAL's block cache (default 5 % of RAM) would only hold a
-                # second copy of it.
-                with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(path) as source:
+                with rasterio.Env(GDAL_CACHEMAX=WHOLE_FILE_CACHE_MB), rasterio.open(path) as source:
                     file_crs, file_transform = source.crs, source.transform
                     file_shape = (source.height, source.width)
                     nodatavals = [None if v is None else float(v) for v in source.nodatavals]
@@ -382,8 +386,9 @@ class RasterTiles(Dataset):
         within: ``(minx, miny, maxx, maxy)`` in the raster CRS: keep only tiles whose footprint lies inside it (to
             cut spatially disjoint regions of one scene); tiles outside are not requested, so not counted as dropped.
         stretch: ``"none"`` (raw values) or ``"percentile"``: GeoKR's per-scene 1-99 % stretch of each band to 8
-            bits (:func:`~rspretrain.datasets.patch_extraction.percentile_stretch`; ``value_scale`` then defaults
-            to 255).
+            bits (:func:`~rspretrain.datasets.patch_extraction.stretch_limits` once,
+            :func:`~rspretrain.datasets.patch_extraction.apply_stretch` per tile; ``value_scale`` then defaults to
+            255).
         patch_filters: drop tiles as GeoKR's patch extraction does (dark, mostly dark, low contrast, cloud;
             :mod:`rspretrain.datasets.patch_extraction`); needs ``stretch="percentile"``. Counted per reason in
             :attr:`filtered`.
@@ -486,14 +491,15 @@ class RasterTiles(Dataset):
         self.filtered: dict[str, int] = {}
         if patch_filters:
             candidates = np.flatnonzero(keep)
-            reasons = np.concatenate([
-                patch_filter_reasons(self._read(r[chunk], c[chunk]).mean(axis=1))
-                for chunk in np.array_split(candidates, max(1, -(-len(candidates) // 256)))
-            ])  # fmt: skip
+            chunks = [candidates[start : start + 256] for start in range(0, len(candidates), 256)]  # bounded memory
+            band_means = (self._read(r[chunk], c[chunk]).mean(axis=1) for chunk in chunks)
+            reasons = np.concatenate([patch_filter_reasons(means) for means in band_means])
             self.filtered = {name: int((reasons == k + 1).sum()) for k, name in enumerate(FILTER_REASONS)}
             keep[candidates[reasons > 0]] = False
             if not keep.any():
-                raise DataError(f"{raster.path}: every {tile}x{tile} px tile fails GeoKR's patch filters {self.filtered}")
+                raise DataError(
+                    f"{raster.path}: every {tile}x{tile} px tile fails GeoKR's patch filters {self.filtered}"
+                )
         self.windows = np.stack([r[keep], c[keep]], axis=1).astype(np.int64)
         self._valid_fraction = 1.0 - missing[keep] / float(tile * tile)
         self._bounds = bounds[keep]
@@ -511,6 +517,11 @@ class RasterTiles(Dataset):
     def bounds(self) -> np.ndarray:
         """float64 ``(N, 4)``: every kept tile's ``(minx, miny, maxx, maxy)`` in the raster CRS (a copy)."""
         return self._bounds.copy()
+
+    @property
+    def valid_fraction(self) -> np.ndarray:
+        """float64 ``(N,)``: every kept tile's fraction of pixels that are not nodata (a copy)."""
+        return self._valid_fraction.copy()
 
     def _index(self, indices: Sequence[int]) -> np.ndarray:
         return checked_positions(indices, len(self))

@@ -66,7 +66,9 @@ class SceneCollection(Dataset):
                 raise DataError(f"{name}: value scale {scene.value_scale:g} differs from {first_name}'s "
                                 f"{first.value_scale:g} (give value_scale)")
             if getattr(scene, "classes", None) != getattr(first, "classes", None):
-                raise DataError(f"{name}: classes {list(scene.classes)} differ from {first_name}'s {list(first.classes)}")
+                raise DataError(
+                    f"{name}: classes {list(scene.classes)} differ from {first_name}'s {list(first.classes)}"
+                )
         self.scenes = scenes
         self.band_names = tuple(first.band_names)
         self.value_scale = first.value_scale
@@ -124,4 +126,5 @@ class SceneCollection(Dataset):
         return np.concatenate([scene.dominant_class() for scene in self.scenes])
 
     def __repr__(self) -> str:
-        return f"SceneCollection({len(self)} tiles from {len(self.scenes)} scenes: {', '.join(map(_scene_name, self.scenes))})"
+        names = ", ".join(map(_scene_name, self.scenes))
+        return f"SceneCollection({len(self)} tiles from {len(self.scenes)} scenes: {names})"

@@ -32,12 +32,12 @@ dark / low-contrast / cloud patch filters) is the dataset option ``stretch: perc
 (:mod:`rspretrain.datasets.patch_extraction`, on in ``geokr_resnet50_paper``). Without it (the Zion config) pixels
 are scaled by the data type's maximum and standardised per band with the data's statistics, which keeps N-band
 reflectances comparable across scenes, and tiles are dropped for image nodata (``max_nodata_fraction``) and for
-missing land cover only. The land-cover edition (the one nearest the acquisition date, METHODS.md §3.7) is the file the user passes. Like the
-paper's archive of Gaofen scenes, many scenes train together (``landcover:A.tif;B.tif``, a
-:class:`~rspretrain.datasets.SceneCollection`, each scene aligned in its own CRS). A scene is held in memory once, in
-its own dtype, and tiles are converted as they are read (a 13-band uint16 4096² px scene peaks at 1.4x its size,
-``benchmarks/raster_tiles_memory.py``); with ``windowed: true`` no scene is held at all and each tile is read from
-the files by window, for archives larger than memory.
+missing land cover only. The land-cover edition (the one nearest the acquisition date, METHODS.md §3.7) is the
+file the user passes. Like the paper's archive of Gaofen scenes, many scenes train together
+(``landcover:A.tif;B.tif``, a :class:`~rspretrain.datasets.SceneCollection`, each scene aligned in its own CRS). A
+scene is held in memory once, in its own dtype, and tiles are converted as they are read (a 13-band uint16 4096²
+px scene peaks at 1.4x its size, ``benchmarks/raster_tiles_memory.py``); with ``windowed: true`` no scene is held
+at all and each tile is read from the files by window, for archives larger than memory.
 
 References:
     - [0] W. Li, K. Chen, H. Chen, Z. Shi, "Geographical Knowledge-Driven Representation Learning for Remote Sensing
