@@ -2,7 +2,7 @@
 
 Every positional argument is ``NAME=SOURCE`` (a pretraining ``.ckpt``, an exported ``.safetensors``, ``timm:ARCH``);
 a ``random-init`` backbone of the first source's architecture, bands and statistics is added automatically. Each task
-(:mod:`rspretrain.evaluation.segmentation`, ``.change_detection``, ``.detection``) fine-tunes every backbone with the
+(:mod:`rspretrain.downstream.dense.segmentation`, ``.change_detection``, ``.detection``) fine-tunes every backbone with the
 task's default schedule (same crops, same seed, same steps for all) on the shared real data -- Dubai aerial
 segmentation (Tile 6 held out), the LEVIR-CD crops (train + val vs test), the NEON tree crowns (bottom 30 % of every
 image held out) -- and writes its own ``metrics.json`` + pictures under ``OUT/<task>/``. Side by side:
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import torch
 
-from rspretrain.errors import ConfigError, RSPretrainError
-from rspretrain.evaluation.dense_report import DenseResult, format_dense_table, plot_dense_metrics
-from rspretrain.evaluation.dense_tasks import DENSE_TASKS, default_schedule, run_dense_task
-from rspretrain.evaluation.report import write_metrics_json
-from rspretrain.evaluation.sources import encoder_specs, random_init_spec
+from rspretrain.core.errors import ConfigError, RSPretrainError
+from rspretrain.downstream.dense.evaluate import DENSE_TASKS, default_schedule, run_dense_task
+from rspretrain.downstream.report.dense import DenseResult, format_dense_table, plot_dense_metrics
+from rspretrain.downstream.report.results import write_metrics_json
+from rspretrain.downstream.sources import encoder_specs, random_init_spec
 
 log = logging.getLogger("rspretrain")
 
@@ -49,7 +49,7 @@ def build_specs(pairs: list[str], arch: str) -> list:
         specs.append(spec)
     if specs:
         first = specs[0]
-        from rspretrain.evaluation.dense_training import encoder_arch
+        from rspretrain.downstream.dense.training import encoder_arch
 
         random = random_init_spec(encoder_arch(first.encoder) or arch, len(first.mean), first.image_size, first.mean,
                                   first.std, first.band_names, first.value_scale)

@@ -2,7 +2,7 @@
 
 Each positional run is ``NAME=CONFIG[,section.key=value...]`` or a bare method name; all the
 work (per-run training subprocess, peak RSS, evaluation, results.json/.md, benchmark.png,
-resuming a half-finished benchmark) is :mod:`rspretrain.benchmark`.
+resuming a half-finished benchmark) is :mod:`rspretrain.apps.benchmark`.
 
 Example (issue #3's evidence):
     python benchmarks/equal_budget.py --budget-minutes 10 --out runs/gersp_vs_moco \\
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rspretrain import benchmark
+from rspretrain.apps import benchmark
 
 
 def main() -> int:

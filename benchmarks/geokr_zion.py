@@ -6,12 +6,12 @@ Protocol (issue #5's evidence):
    region with a gap of at least one tile between them (no pixel of a pretraining tile is in, or within one tile
    of, a held-out tile).
 2. GeoKR (``geokr_resnet18_zion``: ResNet-18 from scratch, 4 bands, NLCD 2011 in 8 classes as labels) is pretrained
-   on the western tiles for a fixed CPU budget (``trainer.budget_minutes``, via :func:`rspretrain.train.pretrain`).
+   on the western tiles for a fixed CPU budget (``trainer.budget_minutes``, via :func:`rspretrain.pretrain.run.pretrain`).
 3. Downstream task, on the eastern region only: each 64 px tile's dominant NLCD class (8-class scheme). The
    region is split into a northern and a southern half with a one-tile gap; a probe is fitted on all tiles of one
    half (stride 32) and scored on the non-overlapping tiles (stride 64) of the other, both ways (2-fold spatial
    cross-fitting), so every scored tile is predicted once by a probe that never saw its neighbourhood.
-4. Frozen-feature protocols (:mod:`rspretrain.evaluation`): weighted kNN (k 10, t 0.07) and the linear probe, for
+4. Frozen-feature protocols (:mod:`rspretrain.downstream.frozen`): weighted kNN (k 10, t 0.07) and the linear probe, for
    the GeoKR teacher (the exported network), the GeoKR student, a random-init ResNet-18 with the same input
    conventions, the same random network with BatchNorm statistics re-estimated on the pretraining tiles (so the
    gap to it is what learned weights add beyond BN calibration), the image-statistics baseline (per-band
@@ -49,11 +49,9 @@ import torch
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import balanced_accuracy_score, r2_score
 
-from rspretrain.checkpoint_io import atomic_write_text
-from rspretrain.config import load_config
-from rspretrain.datamodules.pretrain import band_statistics
-from rspretrain.datasets import DominantClassTiles, LandCoverTiles, default_data_root, read_raster
-from rspretrain.evaluation import (
+from rspretrain.core.checkpoint_io import atomic_write_text
+from rspretrain.data import DominantClassTiles, LandCoverTiles, default_data_root, read_raster
+from rspretrain.downstream.frozen import (
     EncoderSpec,
     EvalResult,
     bootstrap_accuracy,
@@ -64,10 +62,12 @@ from rspretrain.evaluation import (
     plot_accuracy,
     write_metrics_json,
 )
-from rspretrain.evaluation.knn import knn_predict
-from rspretrain.evaluation.linear_probe import linear_probe_predict
-from rspretrain.evaluation.sources import random_init_spec
-from rspretrain.train import load_checkpoint, load_method, pretrain
+from rspretrain.downstream.frozen.knn import knn_predict
+from rspretrain.downstream.frozen.linear_probe import linear_probe_predict
+from rspretrain.downstream.sources import random_init_spec
+from rspretrain.pretrain.config import load_config
+from rspretrain.pretrain.datamodule import band_statistics
+from rspretrain.pretrain.run import load_checkpoint, load_method, pretrain
 
 ZION = "zion_landsat8_nlcd2011"
 BAND_FILES = {b: f"{ZION}/landsat8_LC80380342015230_{b}.tif" for b in ("b2", "b3", "b4", "b5")}
@@ -221,8 +221,8 @@ def recalibrated_random_init(spec: EncoderSpec, images: list[Path], west: tuple,
     """
     import copy
 
-    from rspretrain.datasets import RasterTiles
-    from rspretrain.evaluation import preprocess_images
+    from rspretrain.data import RasterTiles
+    from rspretrain.downstream.frozen import preprocess_images
 
     encoder = copy.deepcopy(spec.encoder)
     for module in encoder.modules():
@@ -299,7 +299,7 @@ def evaluate_zion(out: Path, data_root: Path, east: tuple, west: tuple, run: str
 
 def evaluate_rgb_transfer(out: Path, run: str, data_root: Path, max_train_per_class: int | None) -> list[EvalResult]:
     """RGB GeoKR teacher vs random init on EuroSAT and UC Merced, each re-standardised to the target data."""
-    from rspretrain.evaluation import load_scene_splits
+    from rspretrain.downstream.frozen import load_scene_splits
 
     method = load_method(out / run / "checkpoints" / "last.ckpt")
     teacher = method.teacher.module["backbone"].eval()

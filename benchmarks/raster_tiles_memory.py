@@ -2,10 +2,10 @@
 
 Writes a synthetic 13-band uint16 GeoTIFF (Sentinel-2 L1C's band count and dtype; values are
 random, which does not change memory or copy speed) of ``--size`` x ``--size`` px, then, for
-each mode, in a fresh process: reads it with :func:`rspretrain.datasets.rasters.read_raster`
+each mode, in a fresh process: reads it with :func:`rspretrain.data.io.rasters.read_raster`
 (``memory``: the whole scene; ``windowed``: ``windowed=True``, pixels read per tile, with
 ``GDAL_CACHEMAX=128``), builds
-:class:`~rspretrain.datasets.rasters.RasterTiles` (64 px tiles) and reads every tile once in
+:class:`~rspretrain.data.io.rasters.RasterTiles` (64 px tiles) and reads every tile once in
 batches of 64 through ``__getitems__``, as the DataLoader does. It prints, per mode, measured in
 that one run:
 
@@ -48,7 +48,7 @@ def vm_rss_mb():
             return int(line.split()[1]) / 1024
 
 
-from rspretrain.datasets.rasters import RasterTiles, read_raster
+from rspretrain.data.io.rasters import RasterTiles, read_raster
 
 base = vm_rss_mb()
 raster = read_raster(sys.argv[1], windowed=sys.argv[2] == "windowed")

@@ -43,8 +43,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from rspretrain.checkpoint_io import atomic_write_text
-from rspretrain.evaluation.finetune import FinetuneConfig, load_finetune_splits, run_finetune
+from rspretrain.core.checkpoint_io import atomic_write_text
+from rspretrain.downstream.finetune.run import FinetuneConfig, load_finetune_splits, run_finetune
 
 #: variant -> (method, --model overrides)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -31,9 +31,9 @@ import time
 
 import torch
 
-from rspretrain.config import load_config
-from rspretrain.optim import build_optimizer
-from rspretrain.train import build
+from rspretrain.core.optim import build_optimizer
+from rspretrain.pretrain.config import load_config
+from rspretrain.pretrain.run import build
 
 
 def _time(fn, steps: int, warmup: int) -> float:

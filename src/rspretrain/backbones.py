@@ -6,7 +6,9 @@ Example:
     >>> bb = backbones.create("resnet18", in_chans=4)
 """
 
-from rspretrain.export import check_bands, load_backbone as load, read_metadata
-from rspretrain.nn.backbones import Backbone, create_backbone as create
+from rspretrain.nn.backbones import Backbone
+from rspretrain.nn.backbones import create_backbone as create
+from rspretrain.pretrain.export import check_bands, read_metadata
+from rspretrain.pretrain.export import load_backbone as load
 
 __all__ = ["Backbone", "check_bands", "create", "load", "read_metadata"]

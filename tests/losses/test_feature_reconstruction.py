@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 from rspretrain.losses.feature_reconstruction import feature_reconstruction
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 from rspretrain.losses.knowledge_distillation import KnowledgeDistillationLoss, kd_kl
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 from rspretrain.nn.backbones import Backbone
 from rspretrain.nn.scene_classifier import SceneClassifier
 

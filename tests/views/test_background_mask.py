@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 from rspretrain.views.background_mask import (
     SaliencyBackgroundMasker,
     apply_cell_mask,

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 from rspretrain.views.block_mask import (
     BlockMaskGenerator,
     default_mask_patch_size,

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 from rspretrain.views.grid_shuffle import GridShuffle, grid_shuffle, grid_unshuffle
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 
 #: Accepted ``kind`` values of :func:`feature_reconstruction`.
 RECONSTRUCTION_LOSSES = ("mse", "l1", "cosine")

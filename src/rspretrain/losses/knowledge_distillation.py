@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 
 
 def kd_kl(

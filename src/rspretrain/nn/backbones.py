@@ -29,7 +29,7 @@ import timm
 import torch
 from torch import nn
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 
 #: Architectures the toolkit is tested with; any other timm name also works.
 TESTED_BACKBONES = ("resnet18", "resnet50", "vit_small_patch16_224", "swin_tiny_patch4_window7_224")
@@ -237,7 +237,7 @@ def load_timm_weights(backbone: Backbone, path: str | os.PathLike) -> None:
 
     from timm.models import adapt_input_conv
 
-    from rspretrain.errors import DataError
+    from rspretrain.core.errors import DataError
 
     path = Path(path)
     if not path.is_file():

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
 from torch import nn
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 from rspretrain.nn.backbones import Backbone
 
 __all__ = ["FeaturePyramid", "InputStandardization", "SiameseChangeDetector", "UPerNetSegmenter"]
@@ -84,7 +84,7 @@ class FeaturePyramid(nn.Module):
 
     Args:
         backbone: a :class:`~rspretrain.nn.backbones.Backbone` or a timm model (e.g. from
-            :func:`rspretrain.export.load_backbone`).
+            :func:`rspretrain.pretrain.export.load_backbone`).
         levels: number of maps (the coarsest ``levels`` strides >= 4).
         freeze: keep the backbone fixed: no gradients, and BatchNorm in eval mode (running statistics) even while
             the decoder trains -- the frozen-feature protocol.

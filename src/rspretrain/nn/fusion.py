@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 
 WEIGHTINGS = ("channel", "stage")
 SIZES = ("finest", "coarsest")

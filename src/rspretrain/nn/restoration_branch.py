@@ -12,7 +12,7 @@ the backbone. The branch architecture is not published; this one is the toolkit'
   the restored map, compared with the original by a reconstruction loss;
 - classifier: global average pooling of the bottleneck + a linear layer: the branch's logits.
 
-The branch is used only in training; the inference network never calls it (see :mod:`rspretrain.tasks.sskdnet`).
+The branch is used only in training; the inference network never calls it (see :mod:`rspretrain.downstream.finetune.sskdnet`).
 
 References:
     - [0] Zhao, Liu, Yang, Wu, "SSKDNet", Remote Sensing 14(19):4813, 2022, https://doi.org/10.3390/rs14194813
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 
 
 def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 from rspretrain.nn.backbones import Backbone
 from rspretrain.nn.fusion import DynamicFeatureFusion
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 
 #: Values a masked cell can be filled with.
 FILLS = ("zero", "mean")

@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 
 #: CMID's block: 32 px at 224 px inputs.
 REFERENCE_IMAGE_SIZE, REFERENCE_MASK_PATCH = 224, 32

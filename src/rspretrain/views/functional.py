@@ -337,3 +337,33 @@ def random_flip_rot90(
                 rotated[idx] = torch.rot90(out[idx], turns, dims=(2, 3))
         out = rotated
     return out
+
+
+def preprocess_images(
+    images: torch.Tensor,
+    value_scale: float,
+    mean: Sequence[float],
+    std: Sequence[float],
+    image_size: int | None = None,
+) -> torch.Tensor:
+    """Scale raw pixels to [0, 1], resize to a square side and normalise per band.
+
+    Resizing uses bilinear interpolation with antialiasing, so downsampling (e.g. UC Merced 256 px to 224 px) low-pass
+    filters instead of aliasing, matching PIL / torchvision ``Resize(antialias=True)`` used at pretraining time.
+
+    Args:
+        images: Raw images (B, C, H, W) of any numeric dtype.
+        value_scale: Divisor mapping raw values to [0, 1] (255 for uint8).
+        mean: Per-band mean in the [0, 1] range.
+        std: Per-band standard deviation in the [0, 1] range.
+        image_size: Target side length, or None to keep the input size.
+
+    Returns:
+        Float32 tensor (B, C, image_size, image_size) on the input's device.
+    """
+    x = images.float() / float(value_scale)
+    if image_size is not None and tuple(x.shape[-2:]) != (image_size, image_size):
+        x = F.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x - mean_t) / std_t

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rspretrain.errors import ConfigError
+from rspretrain.core.errors import ConfigError
 
 
 def _cells(x: torch.Tensor, grid: int) -> torch.Tensor:

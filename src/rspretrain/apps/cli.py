@@ -1,0 +1,426 @@
+"""``rspretrain`` command line: pretrain | evaluate | export | info | quickstart | finetune | landcover-labels.
+
+Errors the user can fix print one line naming the file or key and exit with status 2; the
+traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rspretrain.apps import benchmark
+from rspretrain.core.errors import NonFiniteLossError, RSPretrainError
+
+log = logging.getLogger("rspretrain")
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+# -- commands ------------------------------------------------------------------------------------
+def split_pretrain_args(tail: list[str]) -> tuple[str | None, str | None, bool | str | None, list[str]]:
+    """``[METHOD] [--config C] [--resume [CKPT]] [--skip-corrupt] [--section.key value ...]`` -> parts.
+
+    Parsed by hand because argparse would bind override values to the METHOD positional.
+    """
+    from rspretrain.core.errors import ConfigError
+
+    method = config = resume = None
+    overrides: list[str] = []
+    i = 0
+    if tail and not tail[0].startswith("-"):
+        method, i = tail[0], 1
+    while i < len(tail):
+        arg = tail[i]
+        if arg in ("--config", "-c") or arg.startswith("--config="):
+            if "=" in arg:
+                config, i = arg.split("=", 1)[1], i + 1
+            elif i + 1 < len(tail):
+                config, i = tail[i + 1], i + 2
+            else:
+                raise ConfigError("--config needs a path")
+        elif arg == "--skip-corrupt":
+            overrides += ["--data.skip_corrupt", "true"]
+            i += 1
+        elif arg == "--resume" or arg.startswith("--resume="):
+            if "=" in arg:
+                resume, i = arg.split("=", 1)[1], i + 1
+            elif i + 1 < len(tail) and not tail[i + 1].startswith("--"):
+                resume, i = tail[i + 1], i + 2
+            else:
+                resume, i = True, i + 1
+        else:
+            overrides.append(arg)
+            i += 1
+    return method, config, resume, overrides
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from rspretrain.core.errors import ConfigError
+    from rspretrain.pretrain.config import load_config
+    from rspretrain.pretrain.run import pretrain
+
+    method, config, resume, overrides = split_pretrain_args(args.args)
+    if config is None and method is None:
+        raise ConfigError("pretrain needs a METHOD or --config")
+    if method is not None:
+        overrides += ["--method", method]
+    cfg = load_config(config, overrides)
+    final = pretrain(cfg, resume=resume)
+    print(f"checkpoint: {final}")
+    return 0
+
+
+def run_evaluation(source: str, datasets: list[str], protocols: list[str], out: Path, root: str | None,
+                   max_train_per_class: int | None, image_size: int | None, batch_size: int) -> list:
+    from rspretrain.downstream.frozen import evaluate_scene_classification, format_table
+    from rspretrain.downstream.sources import encoder_specs
+
+    specs = encoder_specs(source, image_size=image_size)
+    results = evaluate_scene_classification(
+        specs, datasets, protocols=tuple(protocols), root=root, out_dir=out,
+        max_train_per_class=max_train_per_class, batch_size=batch_size,
+    )
+    print(format_table(results))
+    print(f"metrics: {out / 'metrics.json'}")
+    print(f"plot:    {out / 'accuracy.png'}")
+    return results
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else _default_eval_dir(args.source)
+    if args.task != "scene":  # dense tasks: segmentation | change | detection
+        from rspretrain.downstream.dense.evaluate import evaluate_dense_source
+
+        evaluate_dense_source(args.source, args.task, args.dataset, out if args.out else out / args.task,
+                              args.epochs, args.freeze_backbone, args.image_size, args.batch_size,
+                              _csv(args.predict_raster or ""), data_root=args.data_root)
+        return 0
+    run_evaluation(args.source, _csv(args.dataset or "eurosat,ucmerced"), _csv(args.protocol), out, args.data_root,
+                   args.max_train_per_class, args.image_size, args.batch_size or 256)
+    return 0
+
+
+def _default_eval_dir(source: str) -> Path:
+    path = Path(source)
+    if path.suffix == ".ckpt" and path.parent.name == "checkpoints":
+        return path.parent.parent / "eval"
+    return Path("runs") / "eval" / (path.stem if path.suffix else source.replace(":", "_"))
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rspretrain.pretrain.export import export_backbone
+    from rspretrain.pretrain.run import load_method
+
+    method = load_method(args.checkpoint)
+    if args.network is not None:
+        from rspretrain.core.errors import ConfigError
+
+        exportable = getattr(method, "exportable", (method.export_from,))
+        if args.network not in exportable:
+            raise ConfigError(f"--network {args.network}: {method.method_name} exports {', '.join(exportable)}")
+        method.export_from = args.network
+    path = export_backbone(method, args.to, source=args.checkpoint)
+    print(f"exported {method.export_from} backbone: {path} (+ {path.with_suffix('.json').name})")
+    return 0
+
+
+def cmd_landcover_labels(args: argparse.Namespace) -> int:
+    from rspretrain.data.io.rasters import RasterTiles, read_raster
+    from rspretrain.data.pretrain.land_cover import land_cover_proportions
+
+    images = [Path(p) for p in _csv(args.images)]
+    raster = read_raster(images)
+    tiles = RasterTiles(raster, args.tile, args.stride, args.max_nodata_fraction)
+    supersample = args.supersample if args.supersample == "auto" else int(args.supersample)
+    labels = land_cover_proportions(tiles, args.landcover, args.scheme, args.min_land_cover_fraction, supersample)
+    path = labels.to_parquet(args.out)
+    summary = labels.summary()
+    print(f"{summary['tiles']} tiles labelled with {len(labels.classes)} {labels.meta['scheme']} classes: {path}")
+    print(f"dropped: {summary['dropped_outside']} outside the land-cover extent, {summary['dropped_no_land_cover']} "
+          f"without land cover, {summary['dropped_image_nodata']} for image nodata")
+    print("mean proportions: " + ", ".join(f"{c} {v:.3f}" for c, v in summary["mean_proportions"].items()))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from rspretrain.core.errors import DataError
+
+    path = Path(args.path)
+    if path.is_dir():
+        prov = path / "provenance.json"
+        if not prov.is_file():
+            raise DataError(f"{path}: not a run directory (no provenance.json)")
+        print(prov.read_text())
+        return 0
+    if path.suffix == ".safetensors":
+        from rspretrain.pretrain.export import read_metadata
+
+        print(json.dumps(read_metadata(path), indent=2))
+        return 0
+    from rspretrain.pretrain.run import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    info = {
+        **ckpt["rspretrain"],
+        "global_step": ckpt.get("global_step"),
+        "epoch": ckpt.get("epoch"),
+        "hyper_parameters": ckpt.get("hyper_parameters"),
+    }
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def cmd_quickstart(args: argparse.Namespace) -> int:
+    from rspretrain.pretrain.config import load_config
+    from rspretrain.pretrain.run import pretrain
+
+    out = Path(args.out)
+    overrides = {
+        "trainer.out_dir": str(out),
+        "trainer.max_steps": args.steps,
+        "trainer.max_time_minutes": args.minutes,
+    }
+    if args.data_root:
+        overrides["data.root"] = args.data_root
+    cfg = load_config("moco_resnet18_eurosat", overrides)
+    print(f"[1/2] pretraining MoCo v2 ResNet-18 on EuroSAT train: {args.steps} steps, at most {args.minutes} min")
+    final = pretrain(cfg)
+    print(f"[2/2] evaluating {final} (kNN + linear probe; random-init and image statistics beside it)")
+    run_evaluation(str(final), ["eurosat", "ucmerced"], ["knn", "linear"], out / "eval", args.data_root,
+                   args.max_train_per_class, None, 256)
+    return 0
+
+
+FINETUNE_SECTIONS = ("model", "optim", "augment")
+
+
+def split_section_overrides(tokens: list[str], sections: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Pull ``--SECTION.key VALUE`` / ``--SECTION.key=VALUE`` pairs out of ``tokens``: ``(rest, overrides)``."""
+    rest: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token.startswith("--") and token[2:].split(".", 1)[0] in sections and "." in token:
+            take = 1 if "=" in token else 2
+            overrides += tokens[i : i + take]
+            i += take
+        else:
+            rest.append(token)
+            i += 1
+    return rest, overrides
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from rspretrain.core.config import parse_overrides
+    from rspretrain.downstream.finetune.run import FinetuneConfig, run_finetune
+
+    sections: dict[str, dict] = {name: {} for name in FINETUNE_SECTIONS}
+    for key, value in parse_overrides(args.overrides).items():
+        section, _, name = key.partition(".")
+        sections[section][name] = value
+    out = args.out or str(Path("runs") / "finetune" / f"{args.method}_{args.dataset.replace(':', '_').replace('/', '_')}"
+                          f"_seed{args.seed}")
+    cfg = FinetuneConfig(
+        method=args.method, dataset=args.dataset, root=args.data_root, train_ratio=args.train_ratio,
+        image_size=args.image_size, max_train_per_class=args.max_train_per_class,
+        max_test_per_class=args.max_test_per_class, init=args.init, backbone=args.backbone, epochs=args.epochs,
+        batch_size=args.batch_size, seed=args.seed, out_dir=out, accelerator=args.accelerator,
+        progress=not args.no_progress, **sections,
+    )  # fmt: skip
+    result = run_finetune(cfg)
+    lo, hi = result["overall_accuracy_ci95"]
+    print(f"overall accuracy: {100 * result['overall_accuracy']:.2f} % [{100 * lo:.1f}, {100 * hi:.1f}] "
+          f"(n_test={result['n_test']}); mean per-class accuracy {100 * result['mean_per_class_accuracy']:.2f} %")
+    print(f"metrics: {Path(out) / 'metrics.json'}")
+    print(f"plot:    {Path(out) / 'confusion_matrix.png'}")
+    return 0
+
+
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (it may be replaced after set-up, e.g. in tests)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+# -- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rspretrain", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a backbone",
+        usage="rspretrain pretrain [METHOD] [--config PATH|NAME] [--resume [CKPT]] [--skip-corrupt] "
+        "[--section.key VALUE ...]",
+        description="Pretrain a backbone. --config is a YAML path or a shipped config name; --resume continues "
+        "from <out_dir>/checkpoints/last.ckpt (or the given checkpoint); --skip-corrupt skips and counts unreadable "
+        "images; any --section.key VALUE overrides the config.",
+    )
+
+    p = sub.add_parser("evaluate", help="kNN / linear probe (scenes) or fine-tuned segmentation / change / detection "
+                       "of a checkpoint, exported backbone, random:ARCH or timm:ARCH")
+    p.add_argument("source")
+    p.add_argument("--task", choices=("scene", "segmentation", "change", "detection"), default="scene",
+                   help="scene classification (default) or a dense task, each next to a random-init backbone")
+    p.add_argument("--protocol", default="knn,linear")
+    p.add_argument("--dataset", "--data", dest="dataset", default=None,
+                   help="scene: comma list of eurosat, ucmerced, folder:PATH (default eurosat,ucmerced); "
+                   "segmentation: dubai or an image/mask folder; change: levir or a LEVIR-CD-layout folder; "
+                   "detection: neon, a COCO json, a VOC folder or images with CSV/XML boxes (default: the shared set)")
+    p.add_argument("--data-root", default=None, help="folder holding eurosat_rgb/, ucmerced/ (default ../shared/data)")
+    p.add_argument("--out", default=None)
+    p.add_argument("--max-train-per-class", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None, help="scene: input size; dense tasks: crop/window size")
+    p.add_argument("--batch-size", type=int, default=None, help="default 256 (scene) or the dense task's")
+    p.add_argument("--epochs", type=int, default=None, help="dense tasks: training epochs (default per task)")
+    p.add_argument("--freeze-backbone", action="store_true", help="dense tasks: train the decoder only")
+    p.add_argument("--predict-raster", default=None,
+                   help="segmentation: comma list of GeoTIFFs to predict whole; change: BEFORE.tif,AFTER.tif")
+
+    p = sub.add_parser("export", help="export the pretrained backbone to safetensors + JSON metadata")
+    p.add_argument("checkpoint")
+    p.add_argument("--to", required=True)
+    p.add_argument("--network", choices=("student", "teacher"), default=None,
+                   help="which network's backbone (default: the method's own choice, e.g. GeoKR's teacher)")
+
+    p = sub.add_parser(
+        "landcover-labels",
+        help="land-cover class proportions of every image tile (GeoKR's labels) to a Parquet file",
+        description="Tile the image (bands from one file or stacked single-band files), warp the land-cover product "
+        "onto each tile's footprint (any CRS and resolution; nodata and codes without a class are not counted) and "
+        "write the class proportions. Tiles outside the product's extent or without land cover are dropped and "
+        "counted.",
+    )
+    p.add_argument("--images", required=True, help="image GeoTIFF, or comma list of single-band files to stack")
+    p.add_argument("--landcover", required=True, help="single-band land-cover raster (e.g. NLCD, GlobeLand30)")
+    p.add_argument("--scheme", required=True, help="nlcd, nlcd8, globeland30, globeland30_8, worldcover, or a CSV")
+    p.add_argument("--tile", type=int, default=64)
+    p.add_argument("--stride", type=int, default=None, help="default: the tile size (no overlap)")
+    p.add_argument("--max-nodata-fraction", type=float, default=0.0, help="image nodata a kept tile may have")
+    p.add_argument("--min-land-cover-fraction", type=float, default=0.0,
+                   help="counted land cover a kept tile needs (0: at least one pixel)")
+    p.add_argument("--supersample", default="auto", help="sub-pixels per image pixel side, or auto")
+    p.add_argument("--out", required=True, help="output .parquet file")
+
+    p = sub.add_parser("info", help="print the provenance/metadata of a run dir, checkpoint or exported backbone")
+    p.add_argument("path")
+
+    p = sub.add_parser(
+        "benchmark",
+        help="pretrain methods under an equal budget and score them side by side (table + plot)",
+        description="Each --runs entry trains in its own process for the same --budget-minutes (or --max-steps), "
+        "then every backbone, a random-init one and the image-statistics baseline are scored by kNN and linear "
+        "probe with 95 percent CIs. Rerunning the same command resumes a half-finished benchmark.",
+    )
+    benchmark.add_arguments(p)
+
+    p = sub.add_parser("quickstart", help="short MoCo v2 pretraining on EuroSAT + kNN/linear evaluation")
+    p.add_argument("--out", default="runs/quickstart")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--max-train-per-class", type=int, default=None)
+
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a backbone for scene classification (plain or SSKDNet) and score it",
+        usage="rspretrain finetune [--method finetune|sskdnet] [--dataset NAME] [--train-ratio R] [--init SOURCE] "
+        "[options] [--model.key VALUE] [--optim.key VALUE] [--augment.key VALUE]",
+        description="Train on the train split for --epochs, then report overall accuracy, per-class accuracy and "
+        "the confusion matrix of the inference network on the test split (metrics.json, confusion_matrix.png, "
+        "model.safetensors, backbone.safetensors). --model.key VALUE sets a task knob (e.g. --model.kd_weight 0, "
+        "--model.shuffle false, --model.fusion false); --optim.key and --augment.key override the optimiser and "
+        "augmentation.",
+    )
+    p.add_argument("--method", default="finetune", help="finetune (plain) or sskdnet")
+    p.add_argument("--dataset", "--data", dest="dataset", default="ucmerced", help="eurosat, ucmerced or folder:PATH")
+    p.add_argument("--train-ratio", type=float, default=None, help="UC Merced / folder: train fraction (default 0.8)")
+    p.add_argument("--init", default="random", help="random, a pretraining .ckpt or an exported .safetensors")
+    p.add_argument("--backbone", default=None, help="timm architecture (default: the init's, or resnet18)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--max-train-per-class", type=int, default=None)
+    p.add_argument("--max-test-per-class", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", default=None, help="default runs/finetune/<method>_<dataset>_seed<seed>")
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    tail: list[str] = []
+    if "pretrain" in argv:  # argparse cannot hand a tail that starts with "--" to REMAINDER
+        at = argv.index("pretrain")
+        argv, tail = argv[: at + 1], argv[at + 1 :]
+    finetune_overrides: list[str] = []
+    if next((a for a in argv if not a.startswith("-")), None) == "finetune":  # --model.key VALUE: not argparse's
+        at = argv.index("finetune")
+        rest, finetune_overrides = split_section_overrides(argv[at + 1 :], FINETUNE_SECTIONS)
+        argv = argv[: at + 1] + rest
+    args = parser.parse_args(argv)
+    args.overrides = finetune_overrides
+    if args.command == "pretrain":
+        if "-h" in tail or "--help" in tail:
+            parser.parse_args(argv + ["--help"])
+        args.args = tail
+    if not log.handlers:  # our own handler only: Lightning configures its loggers itself
+        handler = _CurrentStderrHandler()
+        handler.setFormatter(logging.Formatter("rspretrain: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    commands = {
+        "pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "export": cmd_export, "info": cmd_info,
+        "landcover-labels": cmd_landcover_labels,
+        "benchmark": benchmark.main_from_args,
+        "quickstart": cmd_quickstart, "finetune": cmd_finetune,
+    }
+    try:
+        status = commands[args.command](args)
+    except RSPretrainError as err:
+        if args.debug:
+            raise
+        print(f"rspretrain: error: {err}", file=sys.stderr)
+        if isinstance(err, NonFiniteLossError):  # raised by every rank at the same step: safe to end
+            destroy_process_group()
+        return 2
+    destroy_process_group()
+    return status
+
+
+def destroy_process_group() -> None:
+    """End the DDP process group Lightning opened, while the interpreter is still whole.
+
+    Lightning leaves it open; at interpreter exit gloo's worker threads are then torn down after
+    Python's and a rank can abort ("terminate called without an active exception", SIGABRT), which
+    torchrun reports as a failed run. Called only after a command succeeded on this rank, or after
+    a non-finite loss (every rank raises it at the same step): a collective shutdown while another
+    rank is failing could hang (PyTorch's shutdown docs).
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

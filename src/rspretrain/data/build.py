@@ -1,0 +1,177 @@
+"""Build a dataset from a short spec string (as written in configs and on the command line)."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Callable
+
+from torch.utils.data import Dataset
+
+from rspretrain.core.errors import ConfigError, DataError
+from rspretrain.data.io.rasters import RasterTiles, read_raster
+from rspretrain.data.pretrain.land_cover import LandCoverTiles
+from rspretrain.data.pretrain.scene_collection import SceneCollection
+from rspretrain.data.pretrain.unlabeled import UnlabeledImages
+from rspretrain.data.scenes.cifar10 import CIFAR10Subset
+from rspretrain.data.scenes.eurosat import EuroSAT
+from rspretrain.data.scenes.scene_folder import SceneFolder, split_indices
+from rspretrain.data.scenes.ucmerced import UCMerced
+
+#: The spec forms :func:`build_dataset` accepts, as listed in its error message.
+SPEC_FORMS = (
+    "eurosat",
+    "ucmerced",
+    "cifar10",
+    "folder:PATH",
+    "unlabeled:PATH",
+    "geotiff:PATH[,PATH...][;PATH...]",
+    "landcover:PATH[,PATH...][;PATH...]",
+)
+
+
+#: Parameters that build_dataset sets itself (from the spec, root, split, image_size), never from **kwargs.
+_RESERVED = frozenset({"self", "root", "split", "image_size", "path", "source", "paths", "raster", "dataset", "images"})
+
+
+def _options(spec: str, functions: tuple[Callable, ...], kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+    """Split ``kwargs`` among ``functions`` by parameter name; unknown names are a :class:`ConfigError`."""
+    parts: list[dict[str, Any]] = []
+    remaining = dict(kwargs)
+    accepted: list[str] = []
+    for function in functions:
+        names = [p for p in inspect.signature(function).parameters if p not in _RESERVED]
+        accepted += names
+        parts.append({k: remaining.pop(k) for k in list(remaining) if k in names})
+    if remaining:
+        raise ConfigError(
+            f"dataset {spec!r}: unexpected option(s) {', '.join(sorted(remaining))}; "
+            f"accepted: {', '.join(sorted(set(accepted)))}"
+        )
+    return parts
+
+
+def _data_path(path: str | Path, root: str | Path | None) -> Path:
+    """``path`` as written if it exists (or is absolute), else under the data root (``root`` or the default)."""
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    from rspretrain.data.io.data_root import default_data_root
+
+    try:
+        base = Path(root).expanduser() if root is not None else default_data_root()
+    except DataError:
+        return path  # no data root either: the reader reports the path as written
+    return path if not (base / path).exists() else base / path
+
+
+def _scenes(spec: str, argument: str) -> list[list[str]]:
+    """``"a.tif;b2.tif,b3.tif"`` -> ``[["a.tif"], ["b2.tif", "b3.tif"]]``: scenes split by ``;``, bands by ``,``."""
+    scenes = [[p.strip() for p in part.split(",") if p.strip()] for part in argument.split(";")]
+    if any(not files for files in scenes):
+        raise ConfigError(f"dataset {spec!r}: an empty scene between ';' separators")
+    return scenes
+
+
+def _whole_only(spec: str, split: str) -> None:
+    # Unlabeled images and rasters have no split: asking for "val" or "test" would silently return training data.
+    if split not in ("train", "all"):
+        raise ConfigError(f"dataset {spec!r} has no {split!r} split (only 'train' or 'all', meaning all of it)")
+
+
+def build_dataset(
+    spec: str,
+    root: str | Path | None = None,
+    split: str = "train",
+    image_size: int | None = None,
+    **kwargs: Any,
+) -> Dataset:
+    """Build a dataset from a spec string.
+
+    Specs (names are case-insensitive; paths are taken as written, relative to the current folder):
+
+    * ``"eurosat"`` -> :class:`~rspretrain.data.EuroSAT` (``root`` = shared data root, default
+      :func:`~rspretrain.data.default_data_root`; ``split`` train/val/test/trainval/all; kwargs e.g.
+      ``max_per_class``);
+    * ``"ucmerced"`` -> :class:`~rspretrain.data.UCMerced` (``image_size`` defaults to 256; kwargs e.g.
+      ``train_ratio``, ``max_per_class``);
+    * ``"cifar10"`` -> :class:`~rspretrain.data.CIFAR10Subset` (``split`` train/test/all);
+    * ``"folder:PATH"`` -> :class:`~rspretrain.data.SceneFolder`; ``split`` ``"train"`` / ``"test"`` is the
+      :func:`~rspretrain.data.split_indices` split (kwargs ``train_fraction`` = 0.8, ``seed`` = 0) as a
+      :meth:`~rspretrain.data.InMemoryImageDataset.subset`; ``"all"`` is every image;
+    * ``"unlabeled:PATH"`` -> :class:`~rspretrain.data.UnlabeledImages` (split ``"train"`` or ``"all"``);
+    * ``"geotiff:PATH[,PATH...]"`` -> :class:`~rspretrain.data.RasterTiles` over
+      :func:`~rspretrain.data.read_raster` of the files (stacked when several); kwargs ``tile`` (default
+      ``image_size`` or 64), ``stride``, ``max_nodata_fraction``, ``band_names``, ``require_crs``,
+      ``expected_bands``; split ``"train"`` or ``"all"``. Several scenes are separated by ``;`` (``a.tif;b_b2.tif,
+      b_b3.tif``: scene a, then scene b stacked from two files) and give a
+      :class:`~rspretrain.data.SceneCollection` of one tiling per scene, the options applying to each.
+    * ``"landcover:PATH[,PATH...]"`` -> :class:`~rspretrain.data.pretrain.land_cover.LandCoverTiles`: the GeoTIFF tiles
+      with the class proportions of a land-cover product over each footprint (GeoKR's labels); kwargs
+      ``land_cover`` (product raster) + ``scheme`` (``nlcd8``, ``globeland30``, ... or a CSV), or ``labels`` (a
+      Parquet file of ``rspretrain landcover-labels``), ``min_land_cover_fraction``, ``supersample``, and the
+      ``geotiff:`` kwargs plus ``value_scale``, ``within``. Relative paths that do not exist from the current folder
+      are looked up under ``root`` (default: the shared data root), so shipped configs name files in
+      ``shared/data``. Split ``"train"`` or ``"all"``. Scenes separated by ``;`` give a
+      :class:`~rspretrain.data.SceneCollection`, each scene aligned to ``land_cover`` in its own CRS; with
+      ``labels``, give one file per scene, also separated by ``;``. ``within`` (one region in one CRS) is refused
+      with several scenes.
+
+    Other keyword arguments go to the dataset's constructor (the common ones: ``cache``, ``skip_corrupt``).
+
+    Raises:
+        DataError: unknown spec form (the message lists the valid ones), or any data problem of the dataset.
+        ConfigError: unknown option or split.
+    """
+    kind, sep, argument = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind in ("eurosat", "ucmerced", "cifar10") and not sep:
+        cls = {"eurosat": EuroSAT, "ucmerced": UCMerced, "cifar10": CIFAR10Subset}[kind]
+        (options,) = _options(spec, (cls.__init__,), kwargs)
+        if image_size is not None or cls is not UCMerced:
+            options["image_size"] = image_size  # UCMerced keeps its 256 default unless a size is given
+        return cls(root=root, split=split, **options)
+    if sep and argument.strip() and kind == "landcover":
+        _whole_only(spec, split)
+        (options,) = _options(spec, (LandCoverTiles.from_files,), kwargs)
+        if image_size is not None:
+            if options.setdefault("tile", image_size) != image_size:
+                raise ConfigError(f"dataset {spec!r}: tile={options['tile']} contradicts image_size={image_size}")
+        scenes = [[_data_path(p, root) for p in files] for files in _scenes(spec, argument)]
+        if options.get("land_cover") is not None:
+            options["land_cover"] = _data_path(options["land_cover"], root)
+        labels = [None] * len(scenes)
+        if options.get("labels") is not None:
+            labels = [_data_path(p.strip(), root) for p in str(options.pop("labels")).split(";")]
+            if len(labels) != len(scenes):
+                raise ConfigError(f"dataset {spec!r}: {len(labels)} labels file(s) for {len(scenes)} scene(s); "
+                                  "give one per scene, separated by ';'")
+        if len(scenes) > 1 and options.get("within") is not None:
+            raise ConfigError(f"dataset {spec!r}: within is one region in one CRS; it cannot apply to several scenes")
+        tiles = [LandCoverTiles.from_files(files, labels=file, **options) for files, file in zip(scenes, labels)]
+        return tiles[0] if len(tiles) == 1 else SceneCollection(tiles)
+    if sep and argument.strip() and kind in ("folder", "unlabeled", "geotiff"):
+        if kind == "folder":
+            scene_options, split_options = _options(spec, (SceneFolder.__init__, split_indices), kwargs)
+            if split not in ("train", "test", "all"):
+                raise ConfigError(f"dataset {spec!r}: unknown split {split!r}; expected train, test or all")
+            dataset = SceneFolder(Path(argument).expanduser(), image_size=image_size, **scene_options)
+            if split == "all":
+                return dataset
+            train, test = split_indices(dataset, **split_options)
+            return dataset.subset(train if split == "train" else test)
+        if kind == "unlabeled":
+            _whole_only(spec, split)
+            (options,) = _options(spec, (UnlabeledImages.__init__,), kwargs)
+            return UnlabeledImages(Path(argument).expanduser(), image_size=image_size, **options)
+        _whole_only(spec, split)
+        read_options, tile_options = _options(spec, (read_raster, RasterTiles.__init__), kwargs)
+        if image_size is not None:
+            if tile_options.setdefault("tile", image_size) != image_size:
+                raise ConfigError(f"dataset {spec!r}: tile={tile_options['tile']} contradicts image_size={image_size}")
+        tiles = [
+            RasterTiles(read_raster([Path(p).expanduser() for p in files], **read_options), **tile_options)
+            for files in _scenes(spec, argument)
+        ]
+        return tiles[0] if len(tiles) == 1 else SceneCollection(tiles)
+    raise DataError(f"unknown dataset spec {spec!r}; valid forms: {', '.join(SPEC_FORMS)}")

@@ -1,0 +1,118 @@
+"""Disk cache of decoded image arrays, so a dataset is decoded once per machine rather than once per run.
+
+A decoded array is stored as ``<cache>/decoded/<key>.npy`` next to a small ``<key>.json`` (which sources were skipped
+as corrupt, the shape, a human-readable description). ``<cache>`` is ``$RSPRETRAIN_CACHE`` or
+``~/.cache/rspretrain``. The key hashes everything that determines the array's content: each source file's absolute
+path, size and modification time, the member list (for archives) or file list, ``image_size``, ``skip_corrupt``, the
+Pillow version (its JPEG decoder may change pixels) and a format version. Changing any of them misses the cache; no
+stale array can be returned for a changed file.
+
+Both files are written to a temporary name and renamed with :func:`os.replace` (atomic on POSIX), JSON first and the
+``.npy`` last, so a crash or a concurrent writer never leaves a half-written entry that looks complete. The cache is
+an optimisation only: an unreadable entry is reported with a warning and the images are decoded again, and a cache
+folder that cannot be written to only costs the re-decoding next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import PIL
+
+from rspretrain.core.errors import DataError
+from rspretrain.data.io.decode import ImageSource, ZipMember
+
+logger = logging.getLogger("rspretrain")
+
+#: Bump when the decoding or the stored layout changes, to invalidate every existing entry.
+CACHE_FORMAT_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """Root of rspretrain's caches: ``$RSPRETRAIN_CACHE`` if set, else ``~/.cache/rspretrain``."""
+    return Path(os.environ.get("RSPRETRAIN_CACHE") or "~/.cache/rspretrain").expanduser()
+
+
+def cache_key(sources: Sequence[ImageSource], image_size: int | None, skip_corrupt: bool) -> str:
+    """Hash identifying the decoded array of ``sources`` (see the module docstring for what it covers).
+
+    Raises:
+        DataError: a source file or archive does not exist.
+    """
+    files: dict[str, list[int]] = {}
+    names: list[str] = []
+    for source in sources:
+        path = source.archive if isinstance(source, ZipMember) else source
+        absolute = os.path.abspath(path)
+        if absolute not in files:
+            try:
+                stat = os.stat(absolute)
+            except FileNotFoundError:
+                raise DataError(f"{path}: no such file") from None
+            files[absolute] = [stat.st_size, stat.st_mtime_ns]
+        names.append(f"{absolute}:{source.member}" if isinstance(source, ZipMember) else absolute)
+    payload = {
+        "version": CACHE_FORMAT_VERSION,
+        "pillow": PIL.__version__,
+        "files": sorted(files.items()),
+        "sources": names,
+        "image_size": image_size,
+        "skip_corrupt": bool(skip_corrupt),
+    }
+    return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()[:40]
+
+
+def _paths(key: str) -> tuple[Path, Path]:
+    folder = cache_dir() / "decoded"
+    return folder / f"{key}.npy", folder / f"{key}.json"
+
+
+def load_cached(key: str) -> tuple[np.ndarray, list[int]] | None:
+    """Return ``(array, skipped_source_indices)`` for ``key``, or None if there is no usable entry.
+
+    The ``.npy`` is memory-mapped and copied once into process memory (one read of the file, no intermediate copy),
+    so the result is an ordinary writable array independent of the file.
+    """
+    array_path, meta_path = _paths(key)
+    if not array_path.is_file() or not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        mapped = np.load(array_path, mmap_mode="r")
+        if mapped.dtype != np.uint8 or list(mapped.shape) != meta["shape"]:
+            raise ValueError(f"holds {mapped.dtype} {list(mapped.shape)}, metadata says uint8 {meta['shape']}")
+        array = np.array(mapped, copy=True)
+        del mapped  # release the memory map (and its file handle) right away
+        return array, [int(i) for i in meta["skipped"]]
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        logger.warning("ignoring unreadable cache entry %s (%s); decoding the images again", array_path, exc)
+        return None
+
+
+def save_cached(key: str, array: np.ndarray, skipped: Sequence[int], description: str) -> Path | None:
+    """Store ``array`` under ``key`` atomically; returns the ``.npy`` path, or None if the cache is not writable."""
+    array_path, meta_path = _paths(key)
+    tag = f"{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp_array = array_path.with_name(f".{key}.{tag}.npy")
+    tmp_meta = meta_path.with_name(f".{key}.{tag}.json")
+    meta = {"shape": list(array.shape), "skipped": [int(i) for i in skipped], "description": description}
+    try:
+        array_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_meta.write_text(json.dumps(meta))
+        os.replace(tmp_meta, meta_path)
+        with open(tmp_array, "wb") as handle:  # a handle, so np.save does not append another ".npy"
+            np.save(handle, np.ascontiguousarray(array))
+        os.replace(tmp_array, array_path)
+        return array_path
+    except OSError as exc:
+        logger.warning("could not write the decoded-image cache %s (%s); continuing without it", array_path, exc)
+        for tmp in (tmp_array, tmp_meta):
+            tmp.unlink(missing_ok=True)
+        return None

@@ -1,0 +1,312 @@
+"""Fine-tune a backbone for scene classification (plain or SSKDNet) and score it on the test split.
+
+One run = build the splits, train a :mod:`rspretrain.downstream.finetune` LightningModule for ``epochs`` epochs (Lightning loop,
+progress bar, CSV log), then score the INFERENCE network (backbone + fusion + classifier; SSKDNet's branch is not
+used) on the test split: overall accuracy with a 95 % bootstrap interval, per-class accuracy and the confusion matrix.
+No model selection happens on the test split: the model after the last epoch is scored.
+
+Splits (deterministic, see ``shared/data/MANIFEST.md``):
+
+- ``eurosat``: the manifest's ``train`` split (60 %) -> ``test`` split (20 %), native 64 px; ``train_ratio`` does not
+  apply. ``max_train_per_class`` / ``max_test_per_class`` take the first k of each class's random ranking, a
+  stratified random subset (for CPU budgets).
+- ``ucmerced``: the literature's ratio protocol, ``train_ratio`` of each class trains (0.5 or 0.8; default 0.8) and
+  the rest is the test set.
+- ``folder:PATH``: a stratified ``train_ratio`` split of a class-per-folder dataset (default 0.8).
+
+Input size (``image_size``): images are decoded once at this size (default 64 px, EuroSAT's native size). UC Merced's
+256 px scenes are downsampled (antialiased) to it so a CPU run stays short -- at 64 px a ResNet-18 trains about
+4x faster than at 128 px; pass 96 / 128 / 224 when compute allows. Training views: random resized crop (area
+0.5-1) + horizontal/vertical flips, on the device (:mod:`rspretrain.views.finetune_views`).
+
+Normalisation: a pretrained ``init`` brings its pretraining mean/std (the backbone learned on those); a random init
+uses the training split's per-band statistics.
+
+Optimiser (our default, :data:`rspretrain.downstream.finetune.scene_classification_task.FINETUNE_OPTIM`): SGD, momentum 0.9, lr 0.05,
+weight decay 5e-4 (not on norms and biases), 20 warm-up steps then cosine to 0 over the run, batch 32.
+
+Outputs in ``out_dir``: ``metrics.json`` (scores + settings + timings + provenance), ``confusion_matrix.png``,
+``model.safetensors`` (+ ``.json``: the inference network, reload with
+:func:`rspretrain.pretrain.export.load_scene_classifier`), ``backbone.safetensors`` (+ ``.json``: the fine-tuned backbone as a
+plain timm model, :func:`rspretrain.pretrain.export.load_backbone`), ``logs/metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rspretrain.core.errors import ConfigError, DataError
+
+logger = logging.getLogger("rspretrain")
+
+__all__ = ["FinetuneConfig", "load_finetune_splits", "run_finetune"]
+
+DEFAULT_IMAGE_SIZE = 64
+DEFAULT_TRAIN_RATIO = 0.8
+
+
+@dataclass
+class FinetuneConfig:
+    """One fine-tuning run (``rspretrain finetune`` flags; ``model`` / ``optim`` / ``augment`` from ``--section.key``).
+
+    Attributes:
+        method: ``"finetune"`` (plain) or ``"sskdnet"``.
+        dataset: ``"eurosat"``, ``"ucmerced"`` or ``"folder:PATH"``.
+        root: data root (default: ``$RSPRETRAIN_DATA`` or ``../shared/data``).
+        train_ratio: fraction of each class used for training (UC Merced / folders only).
+        image_size: input side in pixels.
+        max_train_per_class, max_test_per_class: stratified subsets for short runs (None: all).
+        init: ``"random"``, a pretraining ``.ckpt`` or an exported ``.safetensors`` backbone.
+        backbone: timm architecture (None: the pretrained one, or resnet18).
+        epochs, batch_size, seed: training length, batch, seed (weights, data order, augmentation).
+        out_dir: where outputs go.
+        model: task constructor overrides (e.g. ``{"kd_weight": 0}``).
+        optim: :class:`~rspretrain.core.optim.OptimConfig` overrides.
+        augment: :class:`~rspretrain.views.finetune_views.AugmentConfig` overrides.
+        accelerator: Lightning accelerator (``auto`` picks a GPU when there is one).
+        progress: show progress bars.
+        export: write ``model.safetensors`` and ``backbone.safetensors``.
+    """
+
+    method: str = "finetune"
+    dataset: str = "ucmerced"
+    root: str | None = None
+    train_ratio: float | None = None
+    image_size: int = DEFAULT_IMAGE_SIZE
+    max_train_per_class: int | None = None
+    max_test_per_class: int | None = None
+    init: str = "random"
+    backbone: str | None = None
+    epochs: int = 30
+    batch_size: int = 32
+    seed: int = 0
+    out_dir: str = "runs/finetune"
+    model: dict[str, Any] = field(default_factory=dict)
+    optim: dict[str, Any] = field(default_factory=dict)
+    augment: dict[str, Any] = field(default_factory=dict)
+    accelerator: str = "auto"
+    progress: bool = True
+    export: bool = True
+
+
+def _first_per_class(dataset, k: int | None):
+    """The first ``k`` samples of each class in dataset order (a stratified random subset for our datasets)."""
+    if k is None:
+        return dataset
+    from rspretrain.downstream.frozen.scene_benchmark import SceneSubset, subsample_per_class
+
+    index = subsample_per_class(dataset.labels, k)
+    return dataset.subset(index) if hasattr(dataset, "subset") else SceneSubset(dataset, index)
+
+
+def load_finetune_splits(
+    name: str,
+    root: str | None = None,
+    train_ratio: float | None = None,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    max_train_per_class: int | None = None,
+    max_test_per_class: int | None = None,
+):
+    """``(train, test)`` scene datasets of a fine-tuning run (see the module docstring for the splits).
+
+    Raises:
+        ConfigError: unknown dataset, ``train_ratio`` given for EuroSAT or outside (0, 1), bad subset sizes.
+        DataError: train and test disagree on the classes.
+    """
+    from rspretrain.data import build_dataset
+
+    for key, k in (("max_train_per_class", max_train_per_class), ("max_test_per_class", max_test_per_class)):
+        if k is not None and k < 1:
+            raise ConfigError(f"{key} must be >= 1, got {k}")
+    if image_size < 8:
+        raise ConfigError(f"image_size must be >= 8, got {image_size}")
+    kwargs: dict[str, Any] = {} if root is None else {"root": root}
+    kind = name.split(":", 1)[0].lower()
+    if kind == "eurosat" and ":" not in name:
+        if train_ratio is not None:
+            raise ConfigError("train_ratio does not apply to eurosat (it has a fixed train/test split)")
+        size = None if image_size == 64 else image_size
+        train = build_dataset("eurosat", split="train", image_size=size, max_per_class=max_train_per_class, **kwargs)
+        test = build_dataset("eurosat", split="test", image_size=size, max_per_class=max_test_per_class, **kwargs)
+    elif kind == "ucmerced" and ":" not in name:
+        ratio = DEFAULT_TRAIN_RATIO if train_ratio is None else train_ratio
+        options = {"image_size": image_size, "train_ratio": ratio, **kwargs}
+        train = build_dataset("ucmerced", split="train", max_per_class=max_train_per_class, **options)
+        test = build_dataset("ucmerced", split="test", max_per_class=max_test_per_class, **options)
+    elif kind == "folder" and ":" in name:
+        ratio = DEFAULT_TRAIN_RATIO if train_ratio is None else train_ratio
+        train = _first_per_class(build_dataset(name, split="train", image_size=image_size, train_fraction=ratio),
+                                 max_train_per_class)
+        test = _first_per_class(build_dataset(name, split="test", image_size=image_size, train_fraction=ratio),
+                                max_test_per_class)
+    else:
+        raise ConfigError(f"unknown fine-tuning dataset {name!r}; valid: eurosat, ucmerced, folder:PATH")
+    if list(train.classes) != list(test.classes):
+        raise DataError(f"{name}: train classes {list(train.classes)} differ from test classes {list(test.classes)}")
+    return train, test
+
+
+def _validate_model_overrides(task_cls, values: dict[str, Any]) -> dict[str, Any]:
+    """Check ``--model.key`` overrides against the task's constructor (unknown key or wrong type: ConfigError)."""
+    from rspretrain.core.config import coerce, constructor_parameters
+    from rspretrain.downstream.finetune.scene_classification_task import DATA_DERIVED
+
+    params = constructor_parameters(task_cls)
+    set_by_driver = DATA_DERIVED + ("optim", "augment", "init", "backbone", "image_size")
+    allowed = {k: v for k, v in params.items() if k not in set_by_driver}
+    out = {}
+    for key, value in values.items():
+        if key in set_by_driver:
+            raise ConfigError(f"model.{key} is set from the data or a finetune flag, not --model.{key}")
+        if key not in allowed:
+            raise ConfigError(f"unknown key 'model.{key}' for fine-tuning method {task_cls.task_name!r}; "
+                              f"valid keys: {', '.join(sorted(allowed))}")
+        out[key] = coerce(value, allowed[key], f"model.{key}")
+    return out
+
+
+def _train_loader(dataset, batch_size: int, seed: int):
+    from torch.utils.data import DataLoader
+
+    from rspretrain.data.io.collate import collate_batched
+
+    if len(dataset) < 2:
+        raise DataError(f"{len(dataset)} training images: fine-tuning needs at least 2")
+    batch_size = min(batch_size, len(dataset))
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, collate_fn=collate_batched,
+        # drop a last batch of one sample: BatchNorm cannot train on it
+        drop_last=len(dataset) % batch_size == 1,
+        generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
+
+
+def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """Train and score one fine-tuning run; returns the ``metrics.json`` payload.
+
+    Args:
+        cfg: the run.
+        splits: pre-built ``(train, test)`` datasets (a benchmark reuses them across runs); None builds them from
+            ``cfg`` with :func:`load_finetune_splits`.
+    """
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from rspretrain.core import provenance
+    from rspretrain.core.checkpoint_io import atomic_write_text
+    from rspretrain.downstream.finetune import get_task
+    from rspretrain.downstream.finetune.backbone_init import resolve_init
+    from rspretrain.downstream.report.classification import classification_scores, plot_confusion_matrix
+    from rspretrain.pretrain.datamodule import band_statistics
+    from rspretrain.pretrain.export import export_backbone, export_scene_classifier
+
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ConfigError(f"epochs and batch_size must be >= 1, got {cfg.epochs} and {cfg.batch_size}")
+    task_cls = get_task(cfg.method)
+    model_overrides = _validate_model_overrides(task_cls, cfg.model)
+    out = Path(cfg.out_dir)
+    train, test = splits if splits is not None else load_finetune_splits(
+        cfg.dataset, cfg.root, cfg.train_ratio, cfg.image_size, cfg.max_train_per_class, cfg.max_test_per_class
+    )
+    in_chans = int(train.__getitems__([0])["image"].shape[1])
+    band_names = getattr(train, "band_names", None)
+    source = resolve_init(cfg.init, band_names, in_chans)  # fail on a band mismatch before any training
+    if source.mean is not None:
+        mean, std, norm_from = list(source.mean), list(source.std), "init"
+    else:
+        mean, std = band_statistics(train)
+        norm_from = "train split"
+    del source
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = task_cls(
+        num_classes=len(train.classes), backbone=cfg.backbone, init=cfg.init, in_chans=in_chans,
+        band_names=band_names, mean=mean, std=std, value_scale=float(train.value_scale), classes=list(train.classes),
+        image_size=cfg.image_size, optim=cfg.optim, augment=cfg.augment, **model_overrides,
+    )  # fmt: skip
+    loader = _train_loader(train, cfg.batch_size, cfg.seed)
+    steps_per_epoch = len(loader)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator=cfg.accelerator,
+        devices=1,
+        logger=CSVLogger(out, name="logs", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+        log_every_n_steps=max(1, min(10, steps_per_epoch)),
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=out,
+    )
+    logger.info("%s on %s: %d train / %d test images, %d classes, %d epochs of %d steps, init %s",
+                cfg.method, cfg.dataset, len(train), len(test), len(train.classes), cfg.epochs, steps_per_epoch,
+                cfg.init)
+    start = time.perf_counter()
+    trainer.fit(task, train_dataloaders=loader)
+    train_seconds = time.perf_counter() - start
+    last = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+
+    start = time.perf_counter()
+    logits, labels = task.predict_logits(test, progress=cfg.progress)
+    test_seconds = time.perf_counter() - start
+    scores = classification_scores(labels.numpy(), logits.argmax(1).numpy(), list(train.classes), seed=cfg.seed)
+
+    payload: dict[str, Any] = {
+        **scores,
+        "method": cfg.method,
+        "dataset": cfg.dataset,
+        "train_ratio": _effective_train_ratio(cfg),
+        "init": task.init_source.describe(),
+        "seed": cfg.seed,
+        "n_train": len(train),
+        "epochs": cfg.epochs,
+        "steps": int(trainer.global_step),
+        "train_seconds": round(train_seconds, 2),
+        "train_images_per_s": round(trainer.global_step * loader.batch_size / max(train_seconds, 1e-9), 1),
+        "test_seconds": round(test_seconds, 2),
+        "final_train_metrics": last,
+        "normalisation": {"mean": mean, "std": std, "from": norm_from},
+        "inference_parameters": sum(p.numel() for p in task.net.parameters()),
+        "training_parameters": sum(p.numel() for p in task.parameters()),
+        "config": asdict(cfg),
+        "hyper_parameters": json.loads(json.dumps(dict(task.hparams), default=list)),
+        "provenance": provenance.collect(asdict(cfg), cfg.seed),
+    }
+    oa, (lo, hi) = scores["overall_accuracy"], scores["overall_accuracy_ci95"]
+    title = f"{cfg.method} on {cfg.dataset}: OA {100 * oa:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}] (n={len(labels)})"
+    plot_confusion_matrix(scores["confusion_matrix"], list(train.classes), out / "confusion_matrix.png", title)
+    if cfg.export:
+        task.cpu()
+        export_scene_classifier(task, out / "model.safetensors", source=f"rspretrain finetune --method {cfg.method}")
+        export_backbone(task, out / "backbone.safetensors", source=f"rspretrain finetune --method {cfg.method}")
+    # metrics.json last: its presence marks a finished run (benchmarks skip such runs on re-run)
+    atomic_write_text(out / "metrics.json", json.dumps(payload, indent=2, default=_json_default) + "\n")
+    logger.info("%s", title)
+    return payload
+
+
+def _effective_train_ratio(cfg: FinetuneConfig) -> float | None:
+    """The train fraction a run used (None for EuroSAT, whose split is fixed)."""
+    if cfg.dataset == "eurosat":
+        return None
+    return DEFAULT_TRAIN_RATIO if cfg.train_ratio is None else cfg.train_ratio
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

@@ -1,0 +1,176 @@
+"""DataModule for pretraining: one unlabeled (or labeled, labels unused) image source, batched.
+
+Images are held decoded in memory (see :mod:`rspretrain.data`), so a batch is one tensor
+gather through the dataset's ``__getitems__``; augmentation happens later, batched, on the
+model's device. Per-band mean/std (in the [0, 1] value range) are measured on the training
+images and travel with the model into checkpoints and exports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from rspretrain.core.errors import DataError
+from rspretrain.data.step_indexed_sampler import StepIndexedBatchSampler
+
+
+def batch_as_is(batch: Any) -> Any:
+    """Collate function for datasets whose ``__getitems__`` already returns a batched dict."""
+    return batch
+
+
+@torch.no_grad()
+def band_statistics(
+    dataset, max_images: int = 2000, seed: int = 0, chunk: int = 128
+) -> tuple[list[float], list[float]]:
+    """Per-band mean and std of the images scaled by ``value_scale``, over a random subset.
+
+    Streams ``chunk`` images at a time and accumulates sums in float64, so memory stays at one
+    chunk whatever the image size.
+    """
+    n = len(dataset)
+    if n == 0:
+        raise DataError(f"{getattr(dataset, 'source', 'dataset')}: no images to compute band statistics from")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(n, generator=g)[: min(n, max_images)].tolist()
+    scale = float(getattr(dataset, "value_scale", 255.0))
+    total = total_sq = None
+    count = 0
+    for start in range(0, len(idx), chunk):
+        x = dataset.__getitems__(idx[start : start + chunk])["image"].to(torch.float32) / scale
+        s, sq = x.sum(dim=(0, 2, 3)).double(), x.square().sum(dim=(0, 2, 3)).double()
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        count += x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
+    return mean.tolist(), std.tolist()
+
+
+class PretrainDataModule(L.LightningDataModule):
+    """Batches of ``{"image": uint8/raw (B, C, H, W), ...}`` from any dataset spec.
+
+    Args:
+        dataset: a spec for :func:`rspretrain.data.build_dataset` ("eurosat", "ucmerced",
+            "folder:PATH", "unlabeled:PATH", "geotiff:PATH", ...).
+        root: data root for the named datasets.
+        split: which split to pretrain on.
+        image_size: decode size (None = native size).
+        max_per_class: keep at most this many images per class (quick runs).
+        batch_size: per-device batch size.
+        num_workers: DataLoader workers (0 is right for in-memory data).
+        skip_corrupt: skip unreadable images (counted) instead of failing.
+        stats_max_images: images used to measure band statistics.
+        natural_dataset: a labeled natural-image dataset spec ("cifar10", "folder:PATH") paired
+            with the RS images (GeRSP); batches then also hold "natural_image"/"natural_label".
+        natural_split: its split.
+        epoch_length: items per epoch of the pairing (default: the larger source).
+        dataset_options: further keyword arguments of the dataset (e.g. for ``"landcover:PATH"``: ``land_cover``,
+            ``scheme``, ``tile``, ``stride``; see :func:`rspretrain.data.build_dataset`).
+        seed: shuffling seed.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "eurosat",
+        root: str | None = None,
+        split: str = "train",
+        image_size: int | None = None,
+        max_per_class: int | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        skip_corrupt: bool = False,
+        stats_max_images: int = 2000,
+        natural_dataset: str | None = None,
+        natural_split: str = "train",
+        epoch_length: int | None = None,
+        dataset_options: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.spec, self.root, self.split = dataset, root, split
+        self.image_size, self.max_per_class = image_size, max_per_class
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.skip_corrupt, self.stats_max_images, self.seed = skip_corrupt, stats_max_images, seed
+        self.natural_spec, self.natural_split, self.epoch_length = natural_dataset, natural_split, epoch_length
+        self.dataset_options = dict(dataset_options or {})
+        self.dataset = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.dataset is not None:
+            return
+        from rspretrain.data import build_dataset
+
+        # skip_corrupt only when asked: rasters have nothing to skip and take no such option.
+        kwargs: dict[str, Any] = {**self.dataset_options, **({"skip_corrupt": True} if self.skip_corrupt else {})}
+        if self.max_per_class is not None:
+            kwargs["max_per_class"] = self.max_per_class
+        self.dataset = build_dataset(self.spec, root=self.root, split=self.split, image_size=self.image_size, **kwargs)
+        if self.natural_spec is not None:
+            from rspretrain.data.pretrain.paired import PairedDataset
+
+            natural = build_dataset(
+                self.natural_spec, root=self.root, split=self.natural_split, skip_corrupt=self.skip_corrupt
+            )
+            self.dataset = PairedDataset(self.dataset, natural, self.epoch_length, self.spec, self.natural_spec)
+        if len(self.dataset) < self.batch_size:
+            raise DataError(
+                f"{self.spec}: {len(self.dataset)} images, fewer than one batch of {self.batch_size} "
+                "(lower data.batch_size)"
+            )
+        self.mean, self.std = band_statistics(self.dataset, self.stats_max_images, self.seed)
+
+    @property
+    def in_chans(self) -> int:
+        return int(self.dataset.__getitems__([0])["image"].shape[1])
+
+    @property
+    def band_names(self) -> tuple[str, ...] | None:
+        names = getattr(self.dataset, "band_names", None)
+        return tuple(names) if names else None
+
+    @property
+    def value_scale(self) -> float:
+        return float(getattr(self.dataset, "value_scale", 255.0))
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """The data-derived constructor arguments of a method."""
+        kwargs = {
+            "in_chans": self.in_chans,
+            "band_names": self.band_names,
+            "mean": self.mean,
+            "std": self.std,
+            "value_scale": self.value_scale,
+        }
+        if self.natural_spec is not None:
+            kwargs["num_classes"] = self.dataset.num_classes
+        elif getattr(self.dataset, "target_kind", None) == "proportions":  # land-cover tiles (GeoKR's labels)
+            kwargs["num_classes"] = self.dataset.num_classes
+            kwargs["class_names"] = tuple(self.dataset.classes)
+        return kwargs
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        sampler = StepIndexedBatchSampler(
+            len(self.dataset),
+            self.batch_size,
+            seed=self.seed,
+            # The trainer's step is the data position, so a resumed run continues the same order.
+            position=(lambda: trainer.global_step) if trainer is not None else (lambda: 0),
+            rank=trainer.global_rank if trainer is not None else 0,
+            world_size=trainer.world_size if trainer is not None else 1,
+            name=str(self.spec),
+        )
+        return DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=self.num_workers,
+            collate_fn=batch_as_is,
+            # Worker seeds come from this generator, not the global RNG the views draw from.
+            generator=torch.Generator().manual_seed(self.seed),
+            persistent_workers=self.num_workers > 0,
+        )

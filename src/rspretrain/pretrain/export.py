@@ -1,0 +1,152 @@
+"""Export a pretrained backbone to safetensors with its band and normalisation metadata.
+
+The file holds the timm model's own ``state_dict`` (so ``timm.create_model(arch, in_chans=...)``
+loads it with no key renaming) and, in the safetensors header and a JSON file beside it, the
+metadata a user needs to feed it correctly: architecture, timm kwargs, in_chans, band names
+and order, per-band mean/std, value scale and input size. :func:`load_backbone` returns a
+plain timm model with that metadata attached as ``model.rs_meta`` and refuses input bands
+that do not match (:func:`check_bands`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from rspretrain.core.checkpoint_io import atomic_write_text
+from rspretrain.core.errors import BandMismatchError, DataError
+
+META_KEY = "rspretrain"
+
+
+def export_backbone(method, path: str | Path, source: str | None = None) -> Path:
+    """Write ``method``'s exported backbone to ``path`` (.safetensors) and ``path.json``."""
+    backbone = method.backbone_to_export()
+    return _save_with_metadata(backbone.model.state_dict(), method.export_metadata(), path, source)
+
+
+def _save_with_metadata(state: dict[str, torch.Tensor], meta: dict[str, Any], path: str | Path,
+                        source: str | None) -> Path:
+    """Write ``state`` to ``path`` (.safetensors) with ``meta`` in its header and in ``path.json``, atomically."""
+    from rspretrain import __version__
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        **meta,
+        "source": str(source) if source else None,
+        "rspretrain_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+    tmp.replace(path)
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The rspretrain metadata stored in an exported safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types
+        raise DataError(f"{path}: not a readable safetensors file ({err})") from None
+    if META_KEY not in header:
+        raise DataError(f"{path}: safetensors file has no rspretrain metadata (not exported by rspretrain)")
+    return json.loads(header[META_KEY])
+
+
+def check_bands(expected: Sequence[str] | None, actual: Sequence[str] | None, where: str, in_chans: int | None = None,
+                actual_count: int | None = None) -> None:
+    """Raise BandMismatchError if the data's bands differ in count or order from the model's."""
+    if in_chans is not None and actual_count is not None and in_chans != actual_count:
+        raise BandMismatchError(f"{where}: data has {actual_count} bands but the model expects {in_chans}")
+    if expected is None or actual is None:
+        return
+    if len(expected) != len(actual):
+        raise BandMismatchError(
+            f"{where}: data has {len(actual)} bands {list(actual)} but the model expects {len(expected)} {list(expected)}"
+        )
+    if [b.lower() for b in expected] != [b.lower() for b in actual]:
+        raise BandMismatchError(f"{where}: band order {list(actual)} differs from the model's {list(expected)}")
+
+
+def load_backbone(
+    path: str | Path, band_names: Sequence[str] | None = None, in_chans: int | None = None
+) -> torch.nn.Module:
+    """Load an exported backbone as a plain timm model (``num_classes=0``, pooled output).
+
+    Args:
+        path: the .safetensors file written by :func:`export_backbone`.
+        band_names: the bands the caller will feed, in order; checked against the export.
+        in_chans: the band count the caller will feed; checked against the export.
+    """
+    meta = read_metadata(path)
+    if meta.get("kind") == "scene_classifier":
+        raise DataError(f"{path}: an exported scene classifier, not a backbone (use load_scene_classifier)")
+    check_bands(meta.get("band_names"), band_names, str(path), meta["in_chans"], in_chans)
+    model = timm.create_model(
+        meta["arch"], pretrained=False, num_classes=0, in_chans=meta["in_chans"], **(meta.get("timm_kwargs") or {})
+    )
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise DataError(f"{path}: weights do not fit {meta['arch']} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.rs_meta = meta
+    model.pretrained_cfg = {
+        **getattr(model, "pretrained_cfg", {}),
+        "mean": tuple(meta["mean"]),
+        "std": tuple(meta["std"]),
+        "input_size": tuple(meta["input_size"]),
+    }
+    return model
+
+
+def export_scene_classifier(task, path: str | Path, source: str | None = None) -> Path:
+    """Write a scene-classification task's inference network -- backbone (+ fusion) + classifier, no training-only
+    branch -- to ``path`` (.safetensors, keys of ``task.net.state_dict()``) and ``path.json``.
+
+    The metadata holds everything :func:`load_scene_classifier` needs: the backbone's (as in :func:`export_backbone`)
+    plus ``kind="scene_classifier"``, ``num_classes``, ``classes`` and the fusion settings.
+    """
+    return _save_with_metadata(task.net.state_dict(), task.classifier_metadata(), path, source)
+
+
+def load_scene_classifier(
+    path: str | Path, band_names: Sequence[str] | None = None, in_chans: int | None = None
+) -> torch.nn.Module:
+    """Rebuild the :class:`~rspretrain.nn.scene_classifier.SceneClassifier` written by :func:`export_scene_classifier`
+    (eval mode, metadata as ``model.rs_meta``); the caller's bands are checked as in :func:`load_backbone`."""
+    from rspretrain.nn.backbones import Backbone
+    from rspretrain.nn.scene_classifier import SceneClassifier
+
+    meta = read_metadata(path)
+    if meta.get("kind") != "scene_classifier":
+        raise DataError(f"{path}: not an exported scene classifier (use load_backbone for exported backbones)")
+    check_bands(meta.get("band_names"), band_names, str(path), meta["in_chans"], in_chans)
+    backbone = Backbone(meta["arch"], in_chans=meta["in_chans"], timm_kwargs=meta.get("timm_kwargs") or None)
+    model = SceneClassifier(
+        backbone, meta["num_classes"], fusion_stages=meta.get("fusion_stages") or None,
+        fusion_channels=meta.get("fusion_channels", 256), fusion_weighting=meta.get("fusion_weighting", "channel"),
+        dropout=meta.get("dropout", 0.0),
+    )  # fmt: skip
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    if missing or unexpected:
+        raise DataError(f"{path}: weights do not fit the classifier (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model.rs_meta = meta
+    return model.eval()

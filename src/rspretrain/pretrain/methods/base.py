@@ -1,0 +1,159 @@
+"""What every pretraining method has: a student backbone, views, optimiser/schedule, monitors, export.
+
+A method subclasses :class:`PretrainMethod`, adds its heads to ``self.student`` (an
+``nn.ModuleDict`` whose ``"backbone"`` entry is the network that gets exported), builds its
+teacher/queue/losses from the shared parts, and implements :meth:`loss_from_views` returning
+the total loss and a dict of the terms to log. ``training_step`` = views + that loss, so the
+throughput benchmark can time the same step with and without data/augmentation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rspretrain.core.errors import ConfigError
+from rspretrain.core.non_finite_loss import stop_if_not_finite
+from rspretrain.core.optim import SCHEDULES, OptimConfig, build_optimizer
+from rspretrain.nn.backbones import Backbone
+from rspretrain.views.moco_v2 import MoCoV2Views, ViewsConfig, rgb_indices
+
+#: Hyperparameters a run config's ``model:`` section may not set: they come from the data.
+DATA_DERIVED = ("in_chans", "band_names", "mean", "std", "value_scale", "num_classes", "class_names")
+
+
+class PretrainMethod(L.LightningModule):
+    """Base LightningModule of the pretraining methods.
+
+    Args:
+        backbone: timm architecture name.
+        in_chans: input bands.
+        image_size: side of the training views.
+        band_names: names of the input bands, in order (saved in exports).
+        mean, std: per-band statistics in the [0, 1] value range (default 0.5 / 0.25).
+        value_scale: divisor mapping raw values to [0, 1] (255 for uint8 images).
+        optim: the ``optim:`` config section (see :class:`rspretrain.core.optim.OptimConfig`).
+        views: the ``views:`` config section, parsed into :attr:`views_config_class` (MoCo v2's
+            :class:`rspretrain.views.moco_v2.ViewsConfig` unless the method has its own recipe).
+        backbone_kwargs: further ``timm.create_model`` kwargs of the backbone (e.g.
+            ``drop_path_rate``, ``window_size``); saved in exports, so the backbone reloads as built.
+    """
+
+    method_name: ClassVar[str] = "base"
+    #: The dataclass of the ``views:`` config section: each method's view recipe has its own defaults.
+    views_config_class: ClassVar[type] = ViewsConfig
+    #: Which network the exported backbone comes from ("student" or "teacher").
+    export_from: ClassVar[str] = "student"
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        in_chans: int = 3,
+        image_size: int = 64,
+        band_names: Sequence[str] | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        value_scale: float = 255.0,
+        optim: dict[str, Any] | None = None,
+        views: dict[str, Any] | None = None,
+        backbone_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.mean = tuple(float(m) for m in (mean if mean is not None else [0.5] * in_chans))
+        self.std = tuple(float(s) for s in (std if std is not None else [0.25] * in_chans))
+        if len(self.mean) != in_chans or len(self.std) != in_chans:
+            raise ConfigError(f"mean/std have {len(self.mean)}/{len(self.std)} entries but in_chans is {in_chans}")
+        self.band_names = tuple(band_names) if band_names is not None else None
+        self.optim_cfg = _section(OptimConfig, optim, "optim")
+        if self.optim_cfg.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule: {self.optim_cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        self.views_cfg = _section(self.views_config_class, views, "views")
+        self.student = nn.ModuleDict(
+            {"backbone": Backbone(backbone, in_chans=in_chans, image_size=image_size, timm_kwargs=backbone_kwargs)}
+        )
+        self.views = self.build_views(image_size, value_scale, rgb_indices(self.band_names, in_chans))
+
+    def build_views(self, image_size: int, value_scale: float, rgb: Sequence[int] | None) -> nn.Module:
+        """The view maker (MoCo v2's recipe here); called once the backbone exists, so a recipe may
+        depend on it (CMID's masks and cell grids follow the backbone's strides)."""
+        return MoCoV2Views(image_size, self.mean, self.std, value_scale, rgb, self.views_cfg)
+
+    # -- parts -----------------------------------------------------------------------------------
+    @property
+    def backbone(self) -> Backbone:
+        return self.student["backbone"]
+
+    def make_views(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Augmented views of a batch, on the batch's device (overridden by methods with other views)."""
+        return self.views(batch["image"], n_views=2)
+
+    def loss_from_views(self, views: list[torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        raise NotImplementedError
+
+    # -- Lightning ---------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, logs = self.loss_from_views(self.make_views(batch), batch)
+        stop_if_not_finite(self, loss, logs)
+        self.log("train/loss", loss, prog_bar=True)
+        for key, value in logs.items():
+            self.log(f"train/{key}", value)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        return loss
+
+    def configure_optimizers(self):
+        # The schedule reads its length at every step: a TimeBudget callback may fit it later.
+        self.schedule_total_steps = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        optimizer, scheduler = build_optimizer(self.student, self.optim_cfg, lambda: self.schedule_total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        from rspretrain import __version__
+
+        checkpoint["rspretrain"] = {
+            "method": self.method_name,
+            "version": __version__,
+            "provenance": getattr(self, "provenance", None),
+        }
+
+    # -- monitors and export -------------------------------------------------------------------------
+    @staticmethod
+    @torch.no_grad()
+    def collapse_monitors(z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Embedding collapse signals: per-dimension std of the L2-normalised embeddings (about
+        1/sqrt(d) when healthy, 0 when collapsed) and the mean pairwise cosine similarity."""
+        z = F.normalize(z.detach().float(), dim=1)
+        n = z.shape[0]
+        cos = z @ z.T
+        off_diag = (cos.sum() - cos.diagonal().sum()) / max(1, n * (n - 1))
+        return {"embedding_std": z.std(dim=0).mean(), "mean_pairwise_cosine": off_diag}
+
+    def backbone_to_export(self) -> Backbone:
+        """The network whose weights are exported (the student by default)."""
+        return self.backbone
+
+    def export_metadata(self) -> dict[str, Any]:
+        bb = self.backbone
+        return {
+            "arch": bb.arch,
+            "in_chans": bb.in_chans,
+            "timm_kwargs": bb.timm_kwargs,
+            "band_names": list(self.band_names) if self.band_names else None,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "value_scale": float(self.hparams.get("value_scale", 255.0)),
+            "input_size": [bb.in_chans, self.views.image_size, self.views.image_size],
+            "num_features": bb.num_features,
+            "method": self.method_name,
+            "exported_from": self.export_from,
+        }
+
+
+def _section(cls, values: dict[str, Any] | None, name: str):
+    from rspretrain.core.config import build_dataclass
+
+    return build_dataclass(cls, values or {}, name)

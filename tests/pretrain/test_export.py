@@ -1,0 +1,53 @@
+import json
+
+import pytest
+import timm
+import torch
+
+from rspretrain import backbones
+from rspretrain.core.errors import BandMismatchError, DataError
+from rspretrain.pretrain.export import export_backbone, read_metadata
+from rspretrain.pretrain.methods import MoCoV2
+
+
+@pytest.fixture()
+def method():
+    torch.manual_seed(0)
+    return MoCoV2(backbone="resnet18", in_chans=4, image_size=32, queue_size=16,
+                  band_names=("blue", "green", "red", "nir"), mean=[0.1, 0.2, 0.3, 0.4], std=[0.5, 0.5, 0.5, 0.5]).eval()
+
+
+def test_round_trip_gives_identical_features(method, tmp_path):
+    path = export_backbone(method, tmp_path / "bb.safetensors", source="unit-test")
+    model = backbones.load(path)
+    x = torch.randn(3, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), method.backbone.eval()(x))
+    meta = json.loads((tmp_path / "bb.json").read_text())
+    assert meta == read_metadata(path) == model.rs_meta
+    assert meta["band_names"] == ["blue", "green", "red", "nir"]
+    assert meta["arch"] == "resnet18" and meta["in_chans"] == 4 and meta["input_size"] == [4, 32, 32]
+    assert model.pretrained_cfg["mean"] == (0.1, 0.2, 0.3, 0.4)
+    # plain timm loads the same weights with no key renaming
+    from safetensors.torch import load_file
+
+    plain = timm.create_model("resnet18", num_classes=0, in_chans=4)
+    plain.load_state_dict(load_file(str(path)))
+
+
+def test_band_mismatch_is_a_clear_error(method, tmp_path):
+    path = export_backbone(method, tmp_path / "bb.safetensors")
+    with pytest.raises(BandMismatchError, match="3 bands"):
+        backbones.load(path, in_chans=3)
+    with pytest.raises(BandMismatchError, match="order"):
+        backbones.load(path, band_names=("red", "green", "blue", "nir"))
+    assert backbones.load(path, band_names=("blue", "green", "red", "nir"), in_chans=4) is not None
+
+
+def test_not_an_export_is_an_error(tmp_path):
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"not safetensors")
+    with pytest.raises(DataError, match="x.safetensors"):
+        backbones.load(bad)
+    with pytest.raises(DataError, match="not found"):
+        backbones.load(tmp_path / "missing.safetensors")
