@@ -6,9 +6,10 @@ Example:
     >>> bb = backbones.create("resnet18", in_chans=4)
 """
 
+from rspretrain.core.bands import check_bands
 from rspretrain.nn.backbones import Backbone
 from rspretrain.nn.backbones import create_backbone as create
-from rspretrain.pretrain.export import check_bands, read_metadata
 from rspretrain.pretrain.export import load_backbone as load
+from rspretrain.pretrain.export import read_metadata
 
 __all__ = ["Backbone", "check_bands", "create", "load", "read_metadata"]

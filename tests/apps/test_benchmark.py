@@ -27,8 +27,11 @@ def test_run_spec_parsing():
     assert BenchmarkRun.parse("moco") == BenchmarkRun("moco", "moco_resnet18_eurosat")
     run = BenchmarkRun.parse("fast=moco_resnet18_eurosat,model.queue_size=64,optim.lr=0.1")
     assert run.overrides == {"model.queue_size": 64, "optim.lr": 0.1}
+    # every registered method resolves to its default config, GeoKR and BYOL included (one registry)
+    assert BenchmarkRun.parse("geokr") == BenchmarkRun("geokr", "geokr_resnet18_zion")
+    assert BenchmarkRun.parse("byol") == BenchmarkRun("byol", "byol_resnet18_eurosat")
     with pytest.raises(ConfigError, match="neither NAME=CONFIG"):
-        BenchmarkRun.parse("byol")
+        BenchmarkRun.parse("simclr")
     with pytest.raises(ConfigError, match="not section.key=value"):
         BenchmarkRun.parse("x=moco_resnet18_eurosat,model.queue_size")
 

@@ -15,23 +15,17 @@ from rspretrain.core.errors import DataError
 from rspretrain.core.rng_state import seed_step
 from rspretrain.data.step_indexed_sampler import StepIndexedBatchSampler
 from rspretrain.pretrain.config import load_config
+from rspretrain.pretrain.methods import get_method
 from rspretrain.pretrain.run import load_checkpoint, pretrain
 
 # 40 images / batch 8 = 5 batches an epoch: the kill (step 7) and the resume (from the step-4
 # checkpoint) both sit mid-epoch, and the continued run crosses two epoch boundaries.
 STEPS, CKPT_EVERY, KILL_AT = 12, 4, 7
-EUROSAT = {"data.max_per_class": 4}
-ZION_CORNER = {  # 16 real Zion tiles of 32 px: 2 steps an epoch; teacher updates after steps 1 and 9
-    "data.dataset_options.tile": 32, "data.dataset_options.stride": 32,
-    "data.dataset_options.within": [301905.0, 4154085.0 - 3840.0, 301905.0 + 3840.0, 4154085.0],
-    "model.backbone": "resnet10t", "model.teacher_intervals": [4, 4],
-}
+#: Each method's seconds-long settings (tiny splits and queues; GeoKR: 16 real Zion tiles of 32 px, teacher updates
+#: after steps 1 and 9), from the method registry.
 OVERRIDES = {
-    "moco_resnet18_eurosat": {**EUROSAT, "model.queue_size": 32},
-    "gersp_resnet18_eurosat": {**EUROSAT, "model.queue_size": 32, "data.epoch_length": 40},
-    "cmid_resnet18_eurosat": {**EUROSAT, "model.queue_size": 32, "model.num_prototypes": 256,
-                              "model.proj_hidden_dim": 256, "model.local_hidden_dim": 256},
-    "geokr_resnet18_zion": ZION_CORNER,
+    config: get_method(load_config(config).method).smoke_overrides
+    for config in ("moco_resnet18_eurosat", "gersp_resnet18_eurosat", "cmid_resnet18_eurosat", "geokr_resnet18_zion")
 }
 
 

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from rspretrain.core.bands import rgb_indices
 from rspretrain.views import functional as VF
-from rspretrain.views.moco_v2 import MoCoV2Views, ViewsConfig, rgb_indices
+from rspretrain.views.moco_v2 import MoCoV2Views, ViewsConfig
 
 
 @pytest.mark.parametrize("bands,rgb", [(3, (0, 1, 2)), (13, (3, 2, 1)), (4, None)])

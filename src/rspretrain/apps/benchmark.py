@@ -1,7 +1,7 @@
 """Side-by-side benchmark: each method pretrained under the same budget, every backbone scored alike.
 
 Each run is ``NAME=CONFIG[,section.key=value...]`` or just a method name, which uses that
-method's EuroSAT config (:data:`DEFAULT_CONFIGS`). A run trains in its own process under an
+method's shipped config (its ``default_config`` in the method registry). A run trains in its own process under an
 equal wall-clock budget (``trainer.budget_minutes``: the lr schedule is fitted to it) or an
 equal step budget, so its peak RSS is its own (the child's ``VmHWM``).
 Every backbone is then scored by kNN and linear probe on EuroSAT test and UC Merced (plus any
@@ -47,14 +47,8 @@ from tqdm import tqdm
 
 from rspretrain.core.checkpoint_io import atomic_write_text
 from rspretrain.core.errors import ConfigError, RSPretrainError
+from rspretrain.pretrain.methods import default_configs
 
-#: Method name -> the config a bare method name in ``--runs`` trains with.
-DEFAULT_CONFIGS = {
-    "moco": "moco_resnet18_eurosat",
-    "gersp": "gersp_resnet18_eurosat",
-    "cmid": "cmid_resnet18_eurosat",
-    "supervised": "supervised_resnet18_cifar10",
-}
 BASELINES = "baselines"  # the run-dir name of the random-init + image-statistics scores
 
 
@@ -70,9 +64,9 @@ class BenchmarkRun:
     def parse(cls, text: str) -> BenchmarkRun:
         """``NAME=CONFIG[,section.key=value...]`` or a bare method name."""
         if "=" not in text:
-            if text not in DEFAULT_CONFIGS:
-                raise ConfigError(f"--runs: {text!r} is neither NAME=CONFIG nor one of {', '.join(DEFAULT_CONFIGS)}")
-            return cls(text, DEFAULT_CONFIGS[text])
+            if text not in default_configs():
+                raise ConfigError(f"--runs: {text!r} is neither NAME=CONFIG nor one of {', '.join(default_configs())}")
+            return cls(text, default_configs()[text])
         name, _, rest = text.partition("=")
         config, *pairs = rest.split(",")
         overrides = {}
@@ -420,7 +414,7 @@ def plot_benchmark(rows: list[dict[str, Any]], records: list[dict[str, Any]], pa
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", nargs="+", default=["moco", "gersp", "cmid", "supervised"],
-                        help=f"NAME=CONFIG[,section.key=value...] or a method name ({', '.join(DEFAULT_CONFIGS)})")
+                        help="NAME=CONFIG[,section.key=value...] or a registered method name (it runs its default config)")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--budget-minutes", type=float, default=None, help="equal training time per run (default 10)")
     budget.add_argument("--max-steps", type=int, default=None, help="equal steps per run instead of equal time")

@@ -12,7 +12,6 @@ import logging
 import sys
 from pathlib import Path
 
-from rspretrain.apps import benchmark
 from rspretrain.core.errors import NonFiniteLossError, RSPretrainError
 
 log = logging.getLogger("rspretrain")
@@ -243,6 +242,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from rspretrain.apps import benchmark  # imported here: it loads Lightning and every method
+
+    return benchmark.main_from_args(args)
+
+
 class _CurrentStderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at emit time (it may be replaced after set-up, e.g. in tests)."""
 
@@ -256,7 +261,9 @@ class _CurrentStderrHandler(logging.StreamHandler):
 
 
 # -- parser --------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(benchmark_arguments: bool = True) -> argparse.ArgumentParser:
+    """The parser; without ``benchmark_arguments`` the benchmark's own options (and the import of the benchmark,
+    with Lightning and the methods) are left out, for the commands that do not need them."""
     parser = argparse.ArgumentParser(prog="rspretrain", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -326,7 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
         "then every backbone, a random-init one and the image-statistics baseline are scored by kNN and linear "
         "probe with 95 percent CIs. Rerunning the same command resumes a half-finished benchmark.",
     )
-    benchmark.add_arguments(p)
+    if benchmark_arguments:
+        from rspretrain.apps import benchmark
+
+        benchmark.add_arguments(p)
 
     p = sub.add_parser("quickstart", help="short MoCo v2 pretraining on EuroSAT + kNN/linear evaluation")
     p.add_argument("--out", default="runs/quickstart")
@@ -365,8 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(benchmark_arguments="benchmark" in argv)
     tail: list[str] = []
     if "pretrain" in argv:  # argparse cannot hand a tail that starts with "--" to REMAINDER
         at = argv.index("pretrain")
@@ -391,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "export": cmd_export, "info": cmd_info,
         "landcover-labels": cmd_landcover_labels,
-        "benchmark": benchmark.main_from_args,
+        "benchmark": cmd_benchmark,
         "quickstart": cmd_quickstart, "finetune": cmd_finetune,
     }
     try:

@@ -21,8 +21,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from rspretrain.core.bands import check_bands
 from rspretrain.core.checkpoint_io import atomic_write_text
-from rspretrain.core.errors import BandMismatchError, DataError
+from rspretrain.core.errors import DataError
 
 META_KEY = "rspretrain"
 
@@ -69,21 +70,6 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if META_KEY not in header:
         raise DataError(f"{path}: safetensors file has no rspretrain metadata (not exported by rspretrain)")
     return json.loads(header[META_KEY])
-
-
-def check_bands(expected: Sequence[str] | None, actual: Sequence[str] | None, where: str, in_chans: int | None = None,
-                actual_count: int | None = None) -> None:
-    """Raise BandMismatchError if the data's bands differ in count or order from the model's."""
-    if in_chans is not None and actual_count is not None and in_chans != actual_count:
-        raise BandMismatchError(f"{where}: data has {actual_count} bands but the model expects {in_chans}")
-    if expected is None or actual is None:
-        return
-    if len(expected) != len(actual):
-        raise BandMismatchError(
-            f"{where}: data has {len(actual)} bands {list(actual)} but the model expects {len(expected)} {list(expected)}"
-        )
-    if [b.lower() for b in expected] != [b.lower() for b in actual]:
-        raise BandMismatchError(f"{where}: band order {list(actual)} differs from the model's {list(expected)}")
 
 
 def load_backbone(

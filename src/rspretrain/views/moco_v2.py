@@ -12,7 +12,6 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,24 +38,6 @@ class ViewsConfig:
     flip_p: float = 0.5
 
 
-def rgb_indices(band_names: Sequence[str] | None, in_chans: int) -> tuple[int, int, int] | None:
-    """Indices of red, green, blue among ``band_names`` (None if any is missing).
-
-    Without band names, a 3-band input is taken as RGB; anything else has no colour bands.
-    """
-    if band_names is None:
-        return (0, 1, 2) if in_chans == 3 else None
-    lower = [b.lower() for b in band_names]
-    aliases = {"red": ("red", "r", "b04", "b4"), "green": ("green", "g", "b03", "b3"), "blue": ("blue", "b", "b02", "b2")}
-    found = []
-    for colour in ("red", "green", "blue"):
-        idx = next((i for i, name in enumerate(lower) if name in aliases[colour]), None)
-        if idx is None:
-            return None
-        found.append(idx)
-    return tuple(found)  # type: ignore[return-value]
-
-
 class MoCoV2Views(BandViews):
     """Make ``n_views`` independently augmented, standardised views of a uint8/raw batch.
 
@@ -73,17 +54,22 @@ class MoCoV2Views(BandViews):
     def one_view(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One augmented view of a float [0, 1] batch."""
         c = self.cfg
+        v = VF.gaussian_blur(self.crop_and_jitter(x, generator), (c.blur_sigma_min, c.blur_sigma_max), c.blur_p,
+                             generator=generator)
+        return VF.normalize(v, self.mean, self.std)
+
+    def crop_and_jitter(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random resized crop with a horizontal flip, then colour jitter and grayscale (on the RGB bands)."""
+        c = self.cfg
         b, _, h, w = x.shape
         boxes = VF.sample_resized_crops(
             b, h, w, scale=(c.crop_scale_min, c.crop_scale_max), device=x.device, generator=generator
         )
         flip = torch.rand(b, device=x.device, generator=generator) < c.flip_p
         v = VF.crop_resize_flip(x, boxes, self.image_size, flip)
-        v = VF.color_transform(
+        return VF.color_transform(
             v, c.brightness, c.contrast, c.saturation, c.hue, c.jitter_p, c.grayscale_p, self.rgb, generator
         )
-        v = VF.gaussian_blur(v, (c.blur_sigma_min, c.blur_sigma_max), c.blur_p, generator=generator)
-        return VF.normalize(v, self.mean, self.std)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor, n_views: int = 2) -> list[torch.Tensor]:

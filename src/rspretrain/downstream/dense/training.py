@@ -33,12 +33,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from rspretrain.core.bands import check_bands
 from rspretrain.core.errors import ConfigError, NonFiniteLossError
 from rspretrain.core.optim import OptimConfig, lr_multiplier
 from rspretrain.downstream.frozen.features import EncoderSpec
 from rspretrain.nn.backbones import is_transformer
 from rspretrain.nn.decoders import FeaturePyramid
-from rspretrain.pretrain.export import check_bands
 
 __all__ = [
     "DenseSchedule",

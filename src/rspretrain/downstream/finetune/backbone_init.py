@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
+from rspretrain.core.bands import check_bands
 from rspretrain.core.errors import ConfigError, DataError
-from rspretrain.pretrain.export import check_bands
 
 
 @dataclass

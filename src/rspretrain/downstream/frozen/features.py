@@ -20,11 +20,11 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from rspretrain.core.errors import BandMismatchError, ConfigError, DataError
+from rspretrain.core.bands import check_bands
+from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.views.functional import preprocess_images
 
 __all__ = ["EncoderSpec", "SceneDataset", "extract_features", "preprocess_images"]
@@ -89,17 +89,9 @@ class EncoderSpec:
 
 
 def _check_bands(spec: EncoderSpec, dataset_bands: Sequence[str] | None, num_channels: int | None) -> None:
-    """Raise BandMismatchError when the dataset's bands cannot be fed to ``spec`` as they are."""
-    if dataset_bands is not None and spec.band_names is not None and tuple(dataset_bands) != spec.band_names:
-        raise BandMismatchError(
-            f"dataset bands {list(dataset_bands)} do not match the bands encoder '{spec.name}' expects "
-            f"{list(spec.band_names)} (count and order must agree)"
-        )
-    if num_channels is not None and num_channels != len(spec.mean):
-        raise BandMismatchError(
-            f"dataset has {num_channels} bands but encoder '{spec.name}' expects {len(spec.mean)} "
-            f"(mean/std are given for {len(spec.mean)} bands)"
-        )
+    """Raise BandMismatchError when the dataset's bands cannot be fed to ``spec`` as they are (the one band check,
+    :func:`rspretrain.core.bands.check_bands`; the band count is checked against the encoder's mean/std)."""
+    check_bands(spec.band_names, dataset_bands, f"encoder '{spec.name}'", len(spec.mean), num_channels)
 
 
 def _module_device(module: nn.Module) -> torch.device | None:

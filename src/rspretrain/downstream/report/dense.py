@@ -163,7 +163,7 @@ def plot_dense_metrics(results: list[DenseResult], path: str | os.PathLike, titl
 def display_rgb(image: np.ndarray, band_names: tuple[str, ...] | None) -> np.ndarray:
     """``(H, W, 3)`` float image in [0, 1] for display: the RGB bands (else the first three, or the first band as
     grey), stretched between the 2nd and 98th percentile of each band."""
-    from rspretrain.views.moco_v2 import rgb_indices
+    from rspretrain.core.bands import rgb_indices
 
     rgb = rgb_indices(band_names, image.shape[0])
     if rgb is None:

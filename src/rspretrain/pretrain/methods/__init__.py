@@ -1,4 +1,9 @@
-"""Pretraining methods, one LightningModule each, and their registry.
+"""Pretraining methods, one LightningModule each, and their one registry.
+
+A method is one file in this package whose class is decorated with :func:`register_method`; every module here is
+imported when the package is, so a new file registers itself, and the CLI (``pretrain METHOD``), the run config
+(``method:``), the benchmark (``--runs NAME``) and the registry contract test (``tests/pretrain/methods/
+test_registry_contract.py``) all find it with no other file touched.
 
 Example:
     >>> from rspretrain.pretrain import methods
@@ -7,20 +12,18 @@ Example:
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from rspretrain.core.errors import ConfigError
 from rspretrain.pretrain.methods.base import PretrainMethod
-from rspretrain.pretrain.methods.cmid import CMID
-from rspretrain.pretrain.methods.geokr import GeoKR
-from rspretrain.pretrain.methods.gersp import GeRSP
-from rspretrain.pretrain.methods.moco import MoCoV2
-from rspretrain.pretrain.methods.supervised import Supervised
+from rspretrain.pretrain.methods.registry import METHODS, register_method
 
-#: name -> LightningModule class; every CLI/config ``method:`` value resolves here.
-METHODS: dict[str, type[PretrainMethod]] = {
-    "moco": MoCoV2, "gersp": GeRSP, "cmid": CMID, "geokr": GeoKR, "supervised": Supervised,
-}
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+# The method classes by class name (methods.MoCoV2, methods.BYOL, ...), as the registry holds them.
+globals().update({cls.__name__: cls for cls in METHODS.values()})
 
 
 def get_method(name: str) -> type[PretrainMethod]:
@@ -36,4 +39,10 @@ def create(name: str, **kwargs: Any) -> PretrainMethod:
     return get_method(name)(**kwargs)
 
 
-__all__ = ["METHODS", "CMID", "GeRSP", "GeoKR", "MoCoV2", "PretrainMethod", "Supervised", "create", "get_method"]
+def default_configs() -> dict[str, str]:
+    """Method name -> the shipped config a bare method name runs with (benchmark ``--runs NAME``)."""
+    return {name: cls.default_config for name, cls in METHODS.items() if cls.default_config}
+
+
+__all__ = ["METHODS", "PretrainMethod", "create", "default_configs", "get_method", "register_method",
+           *sorted(cls.__name__ for cls in METHODS.values())]

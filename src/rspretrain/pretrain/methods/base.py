@@ -17,11 +17,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rspretrain.core.bands import rgb_indices
 from rspretrain.core.errors import ConfigError
 from rspretrain.core.non_finite_loss import stop_if_not_finite
 from rspretrain.core.optim import SCHEDULES, OptimConfig, build_optimizer
 from rspretrain.nn.backbones import Backbone
-from rspretrain.views.moco_v2 import MoCoV2Views, ViewsConfig, rgb_indices
+from rspretrain.views.moco_v2 import MoCoV2Views, ViewsConfig
 
 #: Hyperparameters a run config's ``model:`` section may not set: they come from the data.
 DATA_DERIVED = ("in_chans", "band_names", "mean", "std", "value_scale", "num_classes", "class_names")
@@ -49,6 +50,11 @@ class PretrainMethod(L.LightningModule):
     views_config_class: ClassVar[type] = ViewsConfig
     #: Which network the exported backbone comes from ("student" or "teacher").
     export_from: ClassVar[str] = "student"
+    #: The shipped config a bare method name runs with (``benchmark --runs NAME``); None if there is none.
+    default_config: ClassVar[str | None] = None
+    #: Overrides of ``default_config`` that make it a seconds-long run on the bundled data (tiny splits, queues and
+    #: heads): the registry contract test trains every registered method with them.
+    smoke_overrides: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
@@ -94,6 +100,12 @@ class PretrainMethod(L.LightningModule):
 
     def loss_from_views(self, views: list[torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
+
+    def example_batch(self, batch_size: int, image_size: int, generator: torch.Generator | None = None) -> dict:
+        """A random batch of what this method trains on (raw ``uint8`` images here; methods that learn from labels
+        add them), for the registry contract test and for timing a step without a dataset."""
+        shape = (batch_size, self.backbone.in_chans, image_size, image_size)
+        return {"image": torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)}
 
     # -- Lightning ---------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

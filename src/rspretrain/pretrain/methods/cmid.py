@@ -68,6 +68,7 @@ from rspretrain.nn.heads import DINOHead, PixelShuffleDecoder, ProjectionHead
 from rspretrain.nn.memory_queue import MemoryQueue
 from rspretrain.nn.position_matching import default_num_matches, gather_cells, position_match
 from rspretrain.pretrain.methods.base import PretrainMethod
+from rspretrain.pretrain.methods.registry import register_method
 from rspretrain.views.block_mask import default_mask_patch_size, upsample_mask
 from rspretrain.views.cmid import CMIDViewPair, CMIDViews, CMIDViewsConfig
 
@@ -75,6 +76,7 @@ from rspretrain.views.cmid import CMIDViewPair, CMIDViews, CMIDViewsConfig
 _TOKEN_POOLED = ("vit_", "deit")
 
 
+@register_method
 class CMID(PretrainMethod):
     """CMID as a LightningModule (any timm ResNet, Swin or ViT backbone).
 
@@ -100,6 +102,11 @@ class CMID(PretrainMethod):
     """
 
     method_name = "cmid"
+    default_config = "cmid_resnet18_eurosat"
+    smoke_overrides = {
+        "data.max_per_class": 4, "model.queue_size": 32, "model.num_prototypes": 256, "model.proj_hidden_dim": 256,
+        "model.local_hidden_dim": 256,
+    }
     views_config_class = CMIDViewsConfig
 
     def __init__(

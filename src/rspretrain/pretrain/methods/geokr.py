@@ -61,6 +61,7 @@ from rspretrain.nn.backbones import Backbone, load_timm_weights
 from rspretrain.nn.ema_teacher import ConstantMomentum, EMATeacher, SparseMomentum
 from rspretrain.nn.heads import LinearClassifier
 from rspretrain.pretrain.methods.base import PretrainMethod
+from rspretrain.pretrain.methods.registry import register_method
 from rspretrain.views.geokr import GeoKRViews, GeoKRViewsConfig
 
 #: The official optimiser: Adam 1e-3, StepLR(gamma 0.9) per epoch (``step_every: 0`` = one epoch).
@@ -71,6 +72,7 @@ TEACHER_SCHEDULES = ("sparse", "ema")
 EXPORTABLE = ("teacher", "student")
 
 
+@register_method
 class GeoKR(PretrainMethod):
     """GeoKR as a LightningModule (batches carry ``image`` and ``label``: land-cover proportions ``(B, N)``).
 
@@ -92,6 +94,12 @@ class GeoKR(PretrainMethod):
     """
 
     method_name = "geokr"
+    default_config = "geokr_resnet18_zion"
+    smoke_overrides = {  # 16 real Zion tiles of 32 px in the scene's corner; the teacher updates after steps 1 and 9
+        "data.dataset_options.tile": 32, "data.dataset_options.stride": 32,
+        "data.dataset_options.within": [301905.0, 4154085.0 - 3840.0, 301905.0 + 3840.0, 4154085.0],
+        "model.backbone": "resnet10t", "model.teacher_intervals": [4, 4],
+    }
     export_from = "teacher"
     exportable = EXPORTABLE
     views_config_class = GeoKRViewsConfig
@@ -205,6 +213,11 @@ class GeoKR(PretrainMethod):
                 "pretrain on a 'landcover:' dataset (see rspretrain.data.pretrain.land_cover)"
             )
         return label.to(dtype)
+
+    def example_batch(self, batch_size: int, image_size: int, generator: torch.Generator | None = None) -> dict:
+        batch = super().example_batch(batch_size, image_size, generator)
+        batch["label"] = torch.rand(batch_size, self.num_classes, generator=generator).softmax(dim=1)
+        return batch
 
     def loss_from_views(self, views: list[torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         (view,) = views[:1]

@@ -28,9 +28,11 @@ from torch.nn import functional as F
 from rspretrain.losses.info_nce import info_nce
 from rspretrain.nn.heads import LinearClassifier
 from rspretrain.pretrain.methods.moco import MoCoV2
+from rspretrain.pretrain.methods.registry import register_method
 from rspretrain.views import functional as VF
 
 
+@register_method
 class GeRSP(MoCoV2):
     """GeRSP as a LightningModule (batches carry ``image``, ``natural_image``, ``natural_label``).
 
@@ -42,6 +44,8 @@ class GeRSP(MoCoV2):
     """
 
     method_name = "gersp"
+    default_config = "gersp_resnet18_eurosat"
+    smoke_overrides = {**MoCoV2.smoke_overrides, "data.epoch_length": 40}
 
     def __init__(
         self,
@@ -64,6 +68,12 @@ class GeRSP(MoCoV2):
         v1, v2 = self.views(batch["image"], n_views=2)
         natural = VF.to_float(batch["natural_image"], self.views.value_scale)
         return [v1, v2, self.views.one_view(natural)]
+
+    def example_batch(self, batch_size: int, image_size: int, generator: torch.Generator | None = None) -> dict:
+        batch = super().example_batch(batch_size, image_size, generator)
+        batch["natural_image"] = super().example_batch(batch_size, image_size, generator)["image"]
+        batch["natural_label"] = torch.randint(0, self.num_classes, (batch_size,), generator=generator)
+        return batch
 
     def loss_from_views(self, views: list[torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         v1, v2, natural = views

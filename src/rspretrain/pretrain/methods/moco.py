@@ -24,8 +24,10 @@ from rspretrain.nn.ema_teacher import ConstantMomentum, EMATeacher
 from rspretrain.nn.heads import ProjectionHead
 from rspretrain.nn.memory_queue import MemoryQueue
 from rspretrain.pretrain.methods.base import PretrainMethod
+from rspretrain.pretrain.methods.registry import register_method
 
 
+@register_method
 class MoCoV2(PretrainMethod):
     """MoCo v2 as a LightningModule.
 
@@ -44,6 +46,8 @@ class MoCoV2(PretrainMethod):
     """
 
     method_name = "moco"
+    default_config = "moco_resnet18_eurosat"
+    smoke_overrides = {"data.max_per_class": 4, "model.queue_size": 32}
 
     def __init__(
         self,

@@ -21,8 +21,10 @@ from torch.nn import functional as F
 from rspretrain.core.errors import DataError
 from rspretrain.nn.heads import LinearClassifier
 from rspretrain.pretrain.methods.base import PretrainMethod
+from rspretrain.pretrain.methods.registry import register_method
 
 
+@register_method
 class Supervised(PretrainMethod):
     """Supervised classification pretraining.
 
@@ -33,6 +35,8 @@ class Supervised(PretrainMethod):
     """
 
     method_name = "supervised"
+    default_config = "supervised_resnet18_cifar10"
+    smoke_overrides: dict = {}  # the CIFAR-10 subset is small (10,000 images of 32 px) and takes no split caps
     #: ``num_classes`` comes from the training source's classes (see ``train.build``).
     trains_on_labels = True
 
@@ -44,6 +48,11 @@ class Supervised(PretrainMethod):
 
     def make_views(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         return self.views(batch["image"], n_views=1)
+
+    def example_batch(self, batch_size: int, image_size: int, generator: torch.Generator | None = None) -> dict:
+        batch = super().example_batch(batch_size, image_size, generator)
+        batch["label"] = torch.randint(0, self.num_classes, (batch_size,), generator=generator)
+        return batch
 
     def loss_from_views(self, views: list[torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         labels = batch.get("label")
