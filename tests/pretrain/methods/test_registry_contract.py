@@ -18,7 +18,7 @@ from rspretrain.downstream.sources import encoder_specs
 from rspretrain.pretrain import methods
 from rspretrain.pretrain.config import load_config
 from rspretrain.pretrain.export import export_backbone
-from rspretrain.pretrain.run import load_checkpoint, load_method, pretrain
+from rspretrain.pretrain.run import build, load_checkpoint, load_method, pretrain
 
 NAMES = sorted(methods.METHODS)
 
@@ -81,43 +81,35 @@ def test_runs_checkpoints_resumes_exports_and_evaluates(name, tmp_path, data_roo
     (spec,) = encoder_specs(str(export), with_random_init=False)
     assert spec.band_names == method.band_names
 
-    from rspretrain.pretrain.run import build
-
     _, dm = build(load_config(cls.default_config, overrides))
     dataset = dm.dataset
     n = min(len(dataset), 24)
     subset = _Head(dataset, n)
     features, labels = extract_features(spec, subset, batch_size=8, progress=False)
     assert features.ndim == 2 and features.shape[0] == n and np.isfinite(features).all()
-    labels = subset.class_labels()
+    labels = subset.labels
     predicted = knn_predict(features[: n // 2], labels[: n // 2], features[n // 2 :], int(labels.max()) + 1, k=3)
     assert predicted.shape == (n - n // 2,) and 0 <= float((predicted == labels[n // 2 :]).mean()) <= 1
 
 
 class _Head:
-    """The first ``n`` samples of a pretraining dataset, as a labelled scene dataset: its own labels, or for
-    land-cover proportions the dominant class."""
+    """The first ``n`` samples of a pretraining dataset, as a labelled scene dataset: its own labels, the dominant
+    class of land-cover proportions, or (unlabelled images) alternating labels."""
 
     def __init__(self, dataset, n: int) -> None:
         self.dataset, self.n = dataset, n
         self.value_scale = dataset.value_scale
         self.band_names = getattr(dataset, "band_names", None)
+        label = dataset.__getitems__(list(range(n))).get("label")
+        if label is None:
+            self.labels = np.arange(n) % 2
+        else:
+            label = torch.as_tensor(label)
+            self.labels = (label.argmax(dim=1) if label.ndim == 2 else label).numpy()
 
     def __len__(self) -> int:
         return self.n
 
     def __getitems__(self, indices):
         batch = self.dataset.__getitems__(list(indices))
-        return {"image": batch["image"], "label": torch.as_tensor(self.class_labels()[list(indices)])}
-
-    def class_labels(self) -> np.ndarray:
-        if hasattr(self, "_labels"):
-            return self._labels
-        batch = self.dataset.__getitems__(list(range(self.n)))
-        label = batch.get("label")
-        if label is None:
-            self._labels = np.arange(self.n) % 2
-            return self._labels
-        label = torch.as_tensor(label)
-        self._labels = (label.argmax(dim=1) if label.ndim == 2 else label).numpy()
-        return self._labels
+        return {"image": batch["image"], "label": torch.as_tensor(self.labels[list(indices)])}
