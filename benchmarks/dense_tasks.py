@@ -6,10 +6,11 @@ a ``random-init`` backbone of the first source's architecture, bands and statist
 task's default schedule (same crops, same seed, same steps for all) on the shared real data -- Dubai aerial
 segmentation (Tile 6 held out), the LEVIR-CD crops (train + val vs test), the NEON tree crowns (bottom 30 % of every
 image held out) -- and writes its own ``metrics.json`` + pictures under ``OUT/<task>/``. Side by side:
-``OUT/dense_tasks.json``, ``OUT/dense_tasks.md`` (table) and ``OUT/dense_tasks.png`` (bars with 95 % CIs).
+the one report (:func:`rspretrain.downstream.report.writer.write_report`): ``OUT/metrics.json`` (with provenance),
+``OUT/results.md`` (table) and ``OUT/scores.png`` (bars with 95 % CIs).
 
-A task whose ``metrics.json`` already holds every model with the same schedule is not run again (rerun the same
-command to resume after an interruption).
+A task whose ``metrics.json`` already holds every model with the same schedule is not run again; an interrupted task
+continues every model's training from its last epoch checkpoint (rerun the same command to resume).
 
 Example (issue #7's evidence; about 12 CPU-minutes on 2 cores for 4 backbones, see the report):
     python benchmarks/dense_tasks.py --out runs/dense_tasks \\
@@ -19,8 +20,6 @@ Example (issue #7's evidence; about 12 CPU-minutes on 2 cores for 4 backbones, s
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import logging
 import sys
 import time
@@ -30,8 +29,8 @@ import torch
 
 from rspretrain.core.errors import ConfigError, RSPretrainError
 from rspretrain.downstream.dense.evaluate import DENSE_TASKS, default_schedule, run_dense_task
-from rspretrain.downstream.report.dense import DenseResult, format_dense_table, plot_dense_metrics
-from rspretrain.downstream.report.results import write_metrics_json
+from rspretrain.downstream.report.record import Result, format_table
+from rspretrain.downstream.report.writer import read_report, report_meta, write_report
 from rspretrain.downstream.sources import encoder_specs, random_init_spec
 
 log = logging.getLogger("rspretrain")
@@ -49,7 +48,7 @@ def build_specs(pairs: list[str], arch: str) -> list:
         specs.append(spec)
     if specs:
         first = specs[0]
-        from rspretrain.downstream.dense.training import encoder_arch
+        from rspretrain.downstream.dense.schedule import encoder_arch
 
         random = random_init_spec(encoder_arch(first.encoder) or arch, len(first.mean), first.image_size, first.mean,
                                   first.std, first.band_names, first.value_scale)
@@ -61,13 +60,12 @@ def build_specs(pairs: list[str], arch: str) -> list:
     return [random, *specs]
 
 
-def finished(path: Path, names: list[str], schedule: dict) -> list[DenseResult] | None:
+def finished(path: Path, names: list[str], schedule: dict) -> list[Result] | None:
     """The results in ``path`` if it already holds every model under the same schedule."""
     if not path.is_file():
         return None
-    payload = json.loads(path.read_text())
-    results = [DenseResult.from_dict(r) for r in payload.get("results", [])]
-    if sorted(r.model for r in results) != sorted(names) or payload.get("meta", {}).get("schedule") != schedule:
+    meta, results = read_report(path)
+    if sorted(r.model for r in results) != sorted(names) or meta.get("schedule") != schedule:
         return None
     return results
 
@@ -101,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"unknown task(s) {bad}; valid: {', '.join(DENSE_TASKS)}")
         specs = build_specs(args.sources, args.arch)
         out = Path(args.out)
-        results: list[DenseResult] = []
+        results: list[Result] = []
         timings: dict[str, float] = {}
         for task in tasks:
             schedule = default_schedule(task, epochs=getattr(args, f"{task}_epochs"), seed=args.seed,
@@ -113,29 +111,19 @@ def main(argv: list[str] | None = None) -> int:
                 results += done
                 continue
             started = time.perf_counter()
-            results += run_dense_task(task, specs, None, out / task, schedule)
+            # An interrupted task continues each model from its last epoch checkpoint (OUT/<task>/training/<model>).
+            results += run_dense_task(task, specs, None, out / task, schedule, resume=True)
             timings[task] = round(time.perf_counter() - started, 1)
             log.info("%s: %d backbones in %.1f min", task, len(specs), timings[task] / 60)
-        from rspretrain import __version__
-
-        meta = {
-            "benchmark": "dense_tasks", "models": [s.name for s in specs], "sources": args.sources,
-            "tasks": tasks, "freeze_backbone": args.freeze_backbone, "seed": args.seed,
-            "wall_seconds_per_task": timings, "torch_threads": torch.get_num_threads(),
-            "rspretrain_version": __version__, "torch_version": torch.__version__,
-            "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        }
-        write_metrics_json(results, out / "dense_tasks.json", meta)
-        table = format_dense_table(results)
         mode = "frozen backbone, decoder trained" if args.freeze_backbone else "backbone fine-tuned"
-        (out / "dense_tasks.md").write_text(
-            f"# Dense tasks: {', '.join(meta['models'])} ({mode})\n\n{table}\n"
-            "Scores in percent; [95 % bootstrap interval over test images] where computed. Per-task details, "
-            f"schedules and pictures: {', '.join(f'{t}/' for t in tasks)}.\n"
-        )
-        plot_dense_metrics(results, out / "dense_tasks.png", title=f"Dense tasks ({mode})")
-        print(table)
-        print(f"results: {out / 'dense_tasks.json'}, {out / 'dense_tasks.md'}, {out / 'dense_tasks.png'}")
+        settings = {"benchmark": "dense_tasks", "models": [s.name for s in specs], "sources": args.sources,
+                    "tasks": tasks, "freeze_backbone": args.freeze_backbone}
+        meta = report_meta("dense_tasks", {**settings, "seed": args.seed}, args.seed, **settings,
+                           wall_seconds_per_task=timings, torch_threads=torch.get_num_threads())
+        written = write_report(out, results, meta, title=f"Dense tasks: {', '.join(settings['models'])} ({mode})")
+        print(format_table(results))
+        print(f"results: {', '.join(str(p) for p in written.values())}; per task: "
+              f"{', '.join(str(out / t) for t in tasks)}")
         return 0
     except RSPretrainError as err:
         print(f"dense_tasks: error: {err}", file=sys.stderr)

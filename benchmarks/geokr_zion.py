@@ -20,7 +20,8 @@ Protocol (issue #5's evidence):
    from the frozen features to all 8 class proportions of each held-out tile (R^2, variance-weighted, with a
    bootstrap CI), beside predicting the training half's mean proportions.
 
-Writes ``<out>/results.json``, ``<out>/accuracy.png``, ``<out>/results.md`` and prints the Markdown table.
+Writes the one report (``<out>/metrics.json`` with provenance, ``<out>/scores.png``), then ``<out>/results.md`` with
+the paired differences and the land-cover regression added, and prints it.
 A finished pretraining run (its final checkpoint and ``budget.json``) is reused, so an interrupted benchmark can
 be re-run to finish.
 
@@ -50,20 +51,20 @@ from sklearn.linear_model import RidgeCV
 from sklearn.metrics import balanced_accuracy_score, r2_score
 
 from rspretrain.core.checkpoint_io import atomic_write_text
+from rspretrain.core.json_io import write_json
 from rspretrain.data import DominantClassTiles, LandCoverTiles, default_data_root, read_raster
 from rspretrain.downstream.frozen import (
     EncoderSpec,
-    EvalResult,
+    Result,
     bootstrap_accuracy,
     evaluate_scene_classification,
     extract_features,
     format_table,
     image_statistics_features,
-    plot_accuracy,
-    write_metrics_json,
 )
 from rspretrain.downstream.frozen.knn import knn_predict
 from rspretrain.downstream.frozen.linear_probe import linear_probe_predict
+from rspretrain.downstream.report.writer import report_meta, write_report
 from rspretrain.downstream.sources import random_init_spec
 from rspretrain.pretrain.config import load_config
 from rspretrain.pretrain.datamodule import band_statistics
@@ -129,7 +130,7 @@ def train_geokr(name: str, out: Path, budget: float, data_root: Path, west: tupl
         "teacher_updates": model.teacher_updates(steps, batch_size),
         "final": {k.removeprefix("train/"): float(v) for k, v in last.items() if k.startswith("train/") and v},
     }
-    atomic_write_text(info_path, json.dumps(info, indent=2) + "\n")
+    write_json(info_path, info)
     return info
 
 
@@ -264,7 +265,7 @@ def evaluate_zion(out: Path, data_root: Path, east: tuple, west: tuple, run: str
     for spec in specs:
         features[spec.name] = (extract_features(spec, scene, batch_size=128)[0], False)
 
-    results: list[EvalResult] = []
+    results: list[Result] = []
     correct: dict[tuple[str, str], np.ndarray] = {}
     for protocol in ("knn", "linear"):
         for name, (x, standardise) in [("majority-class", (np.zeros((len(y), 1)), False)), *features.items()]:
@@ -276,16 +277,16 @@ def evaluate_zion(out: Path, data_root: Path, east: tuple, west: tuple, run: str
             acc, lo, hi = bootstrap_accuracy(ok, n_resamples=2000, seed=0)
             extra = {"balanced_accuracy": float(balanced_accuracy_score(truth, preds)),
                      "feature_dim": int(x.shape[1]), **({"k": knn_k} if protocol == "knn" else {})}
-            results.append(EvalResult(name, TASK, protocol, acc, lo, hi, int(sum(len(tr) for tr, _ in folds) // 2),
-                                      len(truth), extra))
+            n_train = int(sum(len(tr) for tr, _ in folds) // 2)
+            results.append(Result.accuracy(name, TASK, protocol, acc, lo, hi, n_train, len(truth), extra))
     targets = held_out.targets.numpy().astype(np.float64)
     regression = {"mean-proportions": proportion_regression(None, targets, folds)}
     for name, (x, _) in features.items():
         regression[name] = proportion_regression(x, targets, folds)
     for r in results:
         if r.model not in ("random-init", "majority-class"):
-            r.extra["minus_random_init"] = paired_difference(correct[(r.model, r.protocol)],
-                                                             correct[("random-init", r.protocol)])
+            r.extra["minus_random_init"] = paired_difference(correct[(r.model, r.task)],
+                                                             correct[("random-init", r.task)])
     test_index = np.concatenate([te for _, te in folds])
     counts = np.bincount(y[test_index], minlength=num_classes)
     task = {
@@ -297,13 +298,13 @@ def evaluate_zion(out: Path, data_root: Path, east: tuple, west: tuple, run: str
     return {"results": results, "task": task, "proportion_r2": regression}
 
 
-def evaluate_rgb_transfer(out: Path, run: str, data_root: Path, max_train_per_class: int | None) -> list[EvalResult]:
+def evaluate_rgb_transfer(out: Path, run: str, data_root: Path, max_train_per_class: int | None) -> list[Result]:
     """RGB GeoKR teacher vs random init on EuroSAT and UC Merced, each re-standardised to the target data."""
     from rspretrain.downstream.frozen import load_scene_splits
 
     method = load_method(out / run / "checkpoints" / "last.ckpt")
     teacher = method.teacher.module["backbone"].eval()
-    results: list[EvalResult] = []
+    results: list[Result] = []
     for dataset in ("eurosat", "ucmerced"):
         train, _ = load_scene_splits(dataset, data_root, max_train_per_class)
         mean, std = band_statistics(train)
@@ -345,22 +346,23 @@ def main() -> None:
                                 ["b4", "b3", "b2"], args.batch_size))
         results = results + evaluate_rgb_transfer(out, "geokr_rgb", data_root, args.transfer_max_train_per_class)
 
-    meta = {"budget_minutes": args.budget_minutes, "regions": geometry, "runs": runs, "task": evaluation["task"],
-            "proportion_r2": evaluation["proportion_r2"],
-            "protocols": {"knn": {"k": args.knn_k, "temperature": 0.07}, "linear": {"C": 1.0, "standardised": True},
-                          "bootstrap": {"n_resamples": 2000, "confidence": 0.95}}}
-    write_metrics_json(results, out / "results.json", meta)
-    plot_accuracy(results, out / "accuracy.png", title="GeoKR (Zion, NLCD 2011) vs random init, frozen features")
+    meta = report_meta("geokr_zion", vars(args), 0,
+                       budget_minutes=args.budget_minutes, regions=geometry, runs=runs, held_out=evaluation["task"],
+                       proportion_r2=evaluation["proportion_r2"],
+                       protocols={"knn": {"k": args.knn_k, "temperature": 0.07},
+                                  "linear": {"C": 1.0, "standardised": True},
+                                  "bootstrap": {"n_resamples": 2000, "confidence": 0.95}})
+    write_report(out, results, meta, title="GeoKR (Zion, NLCD 2011) vs random init, frozen features")
     table = format_table(results)
     lines = [f"# GeoKR on Zion: held-out east region, {args.budget_minutes} min CPU pretraining", "", table, ""]
     for r in results:
         if "minus_random_init" in r.extra:
             d, lo, hi = (100 * v for v in r.extra["minus_random_init"])
-            lines.append(f"- {r.dataset} / {r.protocol}: {r.model} minus random-init = {d:+.1f} pp "
+            lines.append(f"- {r.dataset} / {r.task}: {r.model} minus random-init = {d:+.1f} pp "
                          f"[{lo:+.1f}, {hi:+.1f}] (paired bootstrap 95 % CI)")
     for r in results:
         if "balanced_accuracy" in r.extra:
-            lines.append(f"- balanced accuracy {r.protocol} {r.model}: {100 * r.extra['balanced_accuracy']:.1f} %")
+            lines.append(f"- balanced accuracy {r.task} {r.model}: {100 * r.extra['balanced_accuracy']:.1f} %")
     lines += ["", "Land-cover proportions of held-out tiles from frozen features (ridge, cross-fitted; R^2, 95 % CI):", ""]
     for name, (r2, lo, hi) in evaluation["proportion_r2"].items():
         lines.append(f"- {name}: {r2:.3f} [{lo:.3f}, {hi:.3f}]")
@@ -371,7 +373,7 @@ def main() -> None:
                      f"{info['teacher_updates']} teacher updates, final {json.dumps(info['final'])}")
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"results: {out / 'results.json'}; plot: {out / 'accuracy.png'}; table: {out / 'results.md'}")
+    print(f"results: {out / 'metrics.json'}; plot: {out / 'scores.png'}; table: {out / 'results.md'}")
 
 
 if __name__ == "__main__":

@@ -43,8 +43,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from rspretrain.core.checkpoint_io import atomic_write_text
-from rspretrain.downstream.finetune.run import FinetuneConfig, load_finetune_splits, run_finetune
+from rspretrain.core.json_io import write_json
+from rspretrain.downstream.finetune.run import FinetuneConfig, load_finetune_splits, read_finetune_summary, run_finetune
 
 #: variant -> (method, --model overrides)
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -125,7 +125,7 @@ def run_cell(cell: Cell, args: argparse.Namespace, splits_cache: dict) -> dict[s
     out = Path(args.out) / "cells" / cell.key
     done = out / "metrics.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        return read_finetune_summary(done)
     options = split_options(cell.dataset, args)
     if cell.dataset not in splits_cache:
         splits_cache[cell.dataset] = load_finetune_splits(
@@ -157,7 +157,7 @@ def check_settings(out: Path, args: argparse.Namespace) -> None:
             raise SystemExit(f"{out} holds cells run with other settings {changed} (old, new); use another --out")
     elif not args.dry_run:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(current, indent=2) + "\n")
+        write_json(path, current)
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -282,7 +282,7 @@ def main() -> None:
     settings = {k: v for k, v in vars(args).items() if k not in ("dry_run", "progress")}
     payload = {"settings": settings, "summary": summary, "cells": rows,
                "wall_seconds_this_invocation": round(time.perf_counter() - start, 1)}
-    atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
+    write_json(out / "results.json", payload)
     plot(summary, out / "results.png", f"SSKDNet vs fine-tuning, {args.backbone} @ {args.image_size} px, "
                                         f"{args.epochs} epochs")
     print(table)

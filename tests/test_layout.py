@@ -12,7 +12,7 @@ import rspretrain
 
 PACKAGE = Path(rspretrain.__file__).parent
 #: Stages in data-flow order; a module may import from its own stage and the ones before it.
-STAGES = {"core": 0, "data": 1, "nn": 2, "losses": 2, "views": 2, "pretrain": 3, "downstream": 4, "apps": 5}
+STAGES = {"core": 0, "data": 1, "nn": 2, "losses": 2, "views": 2, "training": 3, "pretrain": 4, "downstream": 5, "apps": 6}
 #: Top-level entry points above every stage (the public API facade and ``python -m rspretrain``).
 ENTRY_POINTS = {"rspretrain", "rspretrain.__main__", "rspretrain.backbones"}
 

@@ -114,7 +114,7 @@ def test_finetune_rows_for_sskdnet_and_plain_finetuning_from_random_and_a_run(tm
         assert row["ci_low"] <= row["accuracy"] <= row["ci_high"] and row["n_test"] > 0
         assert row["images_per_s"] > 0 and row["peak_rss_mb"] > 100 and row["steps"] >= 1
     init = json.loads((out / "finetune" / f"sskdnet_moco_folder_{str(small_folder).replace('/', '_')}"
-                       / "metrics.json").read_text())["init"]
+                       / "metrics.json").read_text())["meta"]["init"]
     assert "moco" in str(init) and "last.ckpt" in str(init)
     assert "| sskdnet from moco |" in (out / "results.md").read_text()
     with pytest.raises(ConfigError, match="--finetune-init: byol not among the --runs names"):

@@ -1,10 +1,9 @@
-import json
 
 import numpy as np
 import torch
 
 from rspretrain.apps.cli import main, split_section_overrides
-from rspretrain.downstream.finetune.run import load_finetune_splits
+from rspretrain.downstream.finetune.run import load_finetune_splits, read_finetune_summary
 from rspretrain.pretrain.export import load_scene_classifier
 from rspretrain.views.finetune_views import SceneClassificationViews
 
@@ -23,7 +22,7 @@ def test_finetune_one_epoch_on_real_ucmerced(tmp_path, data_root, capsys):
             "--image-size", "32", "--epochs", "1", "--batch-size", "21", "--no-progress", "--out", str(out),
             "--model.branch_width", "16", "--model.fusion_channels", "32"]
     assert main(args) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_finetune_summary(out / "metrics.json")
     cm = np.array(metrics["confusion_matrix"])
     assert cm.shape == (21, 21) and cm.sum() == metrics["n_test"] == 21
     assert metrics["n_train"] == 42 and metrics["steps"] == 2 and metrics["hyper_parameters"]["branch_width"] == 16

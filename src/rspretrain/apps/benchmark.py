@@ -47,6 +47,7 @@ from tqdm import tqdm
 
 from rspretrain.core.checkpoint_io import atomic_write_text
 from rspretrain.core.errors import ConfigError, RSPretrainError
+from rspretrain.core.json_io import write_json
 from rspretrain.pretrain.methods import default_configs
 
 BASELINES = "baselines"  # the run-dir name of the random-init + image-statistics scores
@@ -93,7 +94,7 @@ class _TrainingClock(L.Callback):
         seconds, cpu = time.perf_counter() - self.start, time.process_time() - self.cpu_start
         steps = trainer.global_step - self.first_step
         record = {"steps": steps, "train_seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak_rss_mb()}
-        atomic_write_text(self.path, json.dumps(record) + "\n")
+        write_json(self.path, record)
 
 
 def peak_rss_mb() -> float | None:
@@ -161,8 +162,8 @@ def _finetune_child(payload: str) -> None:
         _exit_with_error(err, Path(cfg.out_dir))
     record = {"peak_rss_mb": peak_rss_mb(), "images_per_s": result["train_images_per_s"], "steps": result["steps"],
               "wall_s": result["train_seconds"], "accuracy": result["overall_accuracy"],
-              "ci": result["overall_accuracy_ci95"], "n_train": result["n_train"], "n_test": result["n_test"]}
-    atomic_write_text(Path(cfg.out_dir) / "benchmark_row.json", json.dumps(record) + "\n")
+              "ci": result["overall_accuracy_ci"], "n_train": result["n_train"], "n_test": result["n_test"]}
+    write_json(Path(cfg.out_dir) / "benchmark_row.json", record)
 
 
 def finetune_row(variant: str, dataset: str, init: tuple[str, str], out: Path, epochs: int, root: str | None,
@@ -179,7 +180,7 @@ def finetune_row(variant: str, dataset: str, init: tuple[str, str], out: Path, e
     if not (stamp.is_file() and json.loads(stamp.read_text()).get("fingerprint") == key and record_path.is_file()):
         run_dir.mkdir(parents=True, exist_ok=True)
         record_path.unlink(missing_ok=True)
-        atomic_write_text(stamp, json.dumps({"fingerprint": key, "settings": job}) + "\n")
+        write_json(stamp, {"fingerprint": key, "settings": job})
         tqdm.write(f"[{label}] fine-tuning on {dataset} for {epochs} epochs")
         _run_child("finetune", job, run_dir, f"[{label}] fine-tuning on {dataset}")
     record = json.loads(record_path.read_text())
@@ -215,7 +216,7 @@ def train_run(run: BenchmarkRun, out: Path, settings: dict[str, Any]) -> dict[st
     last = run_dir / "checkpoints" / "last.ckpt"
     job = {"config": run.config, "overrides": overrides, "run_dir": str(run_dir), "resume": last.is_file()}
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(stamp, json.dumps({"fingerprint": key, "settings": made_with_now}, default=str) + "\n")
+    write_json(stamp, {"fingerprint": key, "settings": made_with_now})
     tqdm.write(f"[{run.name}] {'resuming' if job['resume'] else 'training'} {cfg.method} ({run.config})")
     start = time.perf_counter()
     _run_child("train", job, run_dir, f"[{run.name}] training")
@@ -233,7 +234,7 @@ def train_run(run: BenchmarkRun, out: Path, settings: dict[str, Any]) -> dict[st
         "peak_rss_mb": clock["peak_rss_mb"],
         "wall_s": round(wall, 1),
     }
-    atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+    write_json(record_path, record)
     return record
 
 
@@ -254,9 +255,12 @@ def evaluate_run(name: str, specs: list, out: Path, datasets: list[str], root: s
         specs, datasets, protocols=("knn", "linear"), root=root, out_dir=out / name / "eval",
         max_train_per_class=max_train_per_class, include_image_statistics=include_image_statistics,
     )
-    rows = [r.to_dict() for r in results]
+    # The side-by-side table's rows: one accuracy and its interval per (model, dataset, protocol).
+    rows = [{"model": r.model, "dataset": r.dataset, "protocol": r.task, "accuracy": r.value(),
+             "ci_low": r.interval()[0], "ci_high": r.interval()[1], "n_train": r.n_train, "n_test": r.n_test,
+             "extra": r.to_dict()["extra"]} for r in results]
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps({"fingerprint": key, "rows": rows}, indent=2) + "\n")
+    write_json(path, {"fingerprint": key, "rows": rows})
     return rows
 
 
@@ -341,7 +345,7 @@ def run_benchmark(
         "finetune": list(finetune), "finetune_epochs": finetune_epochs, "finetune_init": list(finetune_init),
         "runs": list(records.values()), "failed": failed, "rows": rows,
     }
-    atomic_write_text(out / "results.json", json.dumps(payload, indent=2) + "\n")
+    write_json(out / "results.json", payload)
     atomic_write_text(out / "results.md", format_benchmark_table(rows) + "\n")
     if rows:
         plot_benchmark(rows, list(records.values()), out / "benchmark.png")

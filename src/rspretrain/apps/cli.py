@@ -87,7 +87,8 @@ def run_evaluation(source: str, datasets: list[str], protocols: list[str], out: 
     )
     print(format_table(results))
     print(f"metrics: {out / 'metrics.json'}")
-    print(f"plot:    {out / 'accuracy.png'}")
+    print(f"table:   {out / 'results.md'}")
+    print(f"plot:    {out / 'scores.png'}")
     return results
 
 
@@ -98,7 +99,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         evaluate_dense_source(args.source, args.task, args.dataset, out if args.out else out / args.task,
                               args.epochs, args.freeze_backbone, args.image_size, args.batch_size,
-                              _csv(args.predict_raster or ""), data_root=args.data_root)
+                              _csv(args.predict_raster or ""), data_root=args.data_root, precision=args.precision,
+                              device=args.device, resume=args.resume)
         return 0
     run_evaluation(args.source, _csv(args.dataset or "eurosat,ucmerced"), _csv(args.protocol), out, args.data_root,
                    args.max_train_per_class, args.image_size, args.batch_size or 256)
@@ -171,7 +173,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         "epoch": ckpt.get("epoch"),
         "hyper_parameters": ckpt.get("hyper_parameters"),
     }
-    print(json.dumps(info, indent=2, default=str))
+    from rspretrain.core.json_io import dumps
+
+    print(dumps(info), end="")
     return 0
 
 
@@ -231,10 +235,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         image_size=args.image_size, max_train_per_class=args.max_train_per_class,
         max_test_per_class=args.max_test_per_class, init=args.init, backbone=args.backbone, epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, out_dir=out, accelerator=args.accelerator,
-        progress=not args.no_progress, **sections,
+        precision=args.precision, resume=args.resume, progress=not args.no_progress, **sections,
     )  # fmt: skip
     result = run_finetune(cfg)
-    lo, hi = result["overall_accuracy_ci95"]
+    lo, hi = result["overall_accuracy_ci"]
     print(f"overall accuracy: {100 * result['overall_accuracy']:.2f} % [{100 * lo:.1f}, {100 * hi:.1f}] "
           f"(n_test={result['n_test']}); mean per-class accuracy {100 * result['mean_per_class_accuracy']:.2f} %")
     print(f"metrics: {Path(out) / 'metrics.json'}")
@@ -297,6 +301,10 @@ def build_parser(benchmark_arguments: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--freeze-backbone", action="store_true", help="dense tasks: train the decoder only")
     p.add_argument("--predict-raster", default=None,
                    help="segmentation: comma list of GeoTIFFs to predict whole; change: BEFORE.tif,AFTER.tif")
+    p.add_argument("--precision", default=None, help="dense tasks: Lightning precision of training (e.g. bf16-mixed)")
+    p.add_argument("--device", default=None, help="dense tasks: cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--resume", action="store_true",
+                   help="dense tasks: continue each model's training from OUT/training/<model>/checkpoints/last.ckpt")
 
     p = sub.add_parser("export", help="export the pretrained backbone to safetensors + JSON metadata")
     p.add_argument("checkpoint")
@@ -370,6 +378,8 @@ def build_parser(benchmark_arguments: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default=None, help="default runs/finetune/<method>_<dataset>_seed<seed>")
     p.add_argument("--accelerator", default="auto")
+    p.add_argument("--precision", default="32-true", help="Lightning precision of training (e.g. bf16-mixed)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 

@@ -21,7 +21,8 @@ from rspretrain.core.config import build_dataclass, coerce, constructor_paramete
 from rspretrain.core.errors import ConfigError
 from rspretrain.core.optim import OptimConfig
 from rspretrain.pretrain.methods import get_method
-from rspretrain.pretrain.methods.base import DATA_DERIVED
+from rspretrain.training.backbone_module import DATA_DERIVED
+from rspretrain.training.trainer import TrainerConfig
 from rspretrain.views.moco_v2 import ViewsConfig
 
 CONFIG_DIR = Path(__file__).parents[1] / "configs"
@@ -45,27 +46,6 @@ class DataConfig:
     epoch_length: int | None = None
     #: Further keyword arguments of the dataset (e.g. ``landcover:`` tiles: land_cover, scheme, tile, stride).
     dataset_options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class TrainerConfig:
-    """Lightning Trainer settings and the run directory."""
-
-    max_steps: int = 1000
-    max_time_minutes: float | None = None
-    budget_minutes: float | None = None
-    budget_clock: str = "wall"  # wall | cpu (process CPU time: fair on a shared machine)
-    out_dir: str | None = None
-    ckpt_every_n_steps: int = 100
-    log_every_n_steps: int = 10
-    accelerator: str = "auto"
-    devices: int = 1
-    num_nodes: int = 1
-    strategy: str = "auto"
-    precision: str = "32-true"
-    channels_last: bool = False  # backbone weights and inputs in NHWC (faster convolutions on recent GPUs)
-    compile: str = ""  # a torch.compile backend for the backbones ("inductor", "eager", ...); "" = off
-    progress_bar: bool = True
 
 
 @dataclass

@@ -22,8 +22,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from rspretrain.core.bands import check_bands
-from rspretrain.core.checkpoint_io import atomic_write_text
 from rspretrain.core.errors import DataError
+from rspretrain.core.json_io import write_json
 
 META_KEY = "rspretrain"
 
@@ -53,7 +53,7 @@ def _save_with_metadata(state: dict[str, torch.Tensor], meta: dict[str, Any], pa
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
     tmp.replace(path)
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+    write_json(path.with_suffix(".json"), meta)
     return path
 
 

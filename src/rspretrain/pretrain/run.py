@@ -1,43 +1,34 @@
-"""Run a pretraining job from a :class:`~rspretrain.pretrain.config.RunConfig` with Lightning.
+"""Run a pretraining job from a :class:`~rspretrain.pretrain.config.RunConfig` through the one harness.
 
-Lightning owns the loop, devices/DDP, precision, progress bar, CSV + TensorBoard logs and
-checkpoints (every ``trainer.ckpt_every_n_steps`` steps, written atomically, to
+The harness (:mod:`rspretrain.training.trainer`) owns the loop, devices/DDP, precision, progress bar, CSV +
+TensorBoard logs and checkpoints (every ``trainer.ckpt_every_n_steps`` steps, written atomically, to
 ``<out_dir>/checkpoints/last.ckpt``). ``resume=True`` continues from that file.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import timedelta
 from pathlib import Path
 
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 
 from rspretrain.core import provenance
-from rspretrain.core.checkpoint_io import AtomicCheckpointIO, atomic_write_text
+from rspretrain.core.checkpoint_io import atomic_write_text
 from rspretrain.core.config import constructor_parameters
 from rspretrain.core.errors import ConfigError, DataError
+from rspretrain.core.json_io import write_json
 from rspretrain.core.rng_state import StepSeededRNG
-from rspretrain.core.time_budget import TimeBudget
 from rspretrain.pretrain.config import RunConfig
 from rspretrain.pretrain.datamodule import PretrainDataModule
 from rspretrain.pretrain.methods import PretrainMethod, get_method
+from rspretrain.training.trainer import build_trainer, fit, resume_checkpoint
 
 log = logging.getLogger("rspretrain")
-
-# Lightning cannot see that StepIndexedBatchSampler resumes by itself (it keys the data order
-# on the restored global step), so its "dataloader is not resumable" warning would mislead.
-warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
 
 
 def run_dir(cfg: RunConfig) -> Path:
@@ -74,12 +65,7 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
     ``callbacks`` are added to the trainer's (e.g. monitors in tests and benchmarks).
     """
     out = run_dir(cfg)
-    ckpt_dir = out / "checkpoints"
-    ckpt_path = None
-    if resume:
-        ckpt_path = Path(resume) if isinstance(resume, str) else ckpt_dir / "last.ckpt"
-        if not ckpt_path.is_file():
-            raise DataError(f"{ckpt_path}: no checkpoint to resume from")
+    ckpt_path = resume_checkpoint(out, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, dm = build(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -90,51 +76,12 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
         previous = json.loads(earlier.read_text())
         record["earlier_segments"] = [*previous.pop("earlier_segments", []), previous]
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    atomic_write_text(out / "provenance.json", json.dumps(record, indent=2) + "\n")
-    model.provenance = record  # saved inside every checkpoint (see PretrainMethod.on_save_checkpoint)
+    write_json(out / "provenance.json", record)
+    model.provenance = record  # saved inside every checkpoint (see BackboneModule.on_save_checkpoint)
     apply_speed_options(model, cfg.trainer.channels_last, cfg.trainer.compile)
-    t = cfg.trainer
-    callbacks = [StepSeededRNG(cfg.seed), *callbacks]
-    max_minutes = t.max_time_minutes
-    if t.budget_minutes:
-        # Equal wall-clock budget: max_steps becomes an upper bound; the steps that fit are measured.
-        callbacks.append(TimeBudget(t.budget_minutes, clock=t.budget_clock))
-        # The hard stop is wall-clock: for a CPU-time budget it only guards against a hung run.
-        hard_stop = t.budget_minutes * (1.1 if t.budget_clock == "wall" else 4.0) + 0.5
-        max_minutes = min(max_minutes, hard_stop) if max_minutes else hard_stop
-    trainer = L.Trainer(
-        max_steps=t.max_steps,
-        max_time=timedelta(minutes=max_minutes) if max_minutes else None,
-        accelerator=t.accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
-        precision=t.precision,
-        logger=[_csv_logger(out, ckpt_path), TensorBoardLogger(out, name="logs", version="")],
-        callbacks=callbacks
-        + [
-            ModelCheckpoint(
-                dirpath=ckpt_dir,
-                filename="last",
-                every_n_train_steps=t.ckpt_every_n_steps,
-                save_top_k=1,
-                enable_version_counter=False,
-            )
-        ],
-        plugins=[AtomicCheckpointIO()],
-        use_distributed_sampler=False,  # StepIndexedBatchSampler shards the global batch itself
-        log_every_n_steps=t.log_every_n_steps,
-        enable_progress_bar=t.progress_bar,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        default_root_dir=out,
-    )
-    trainer.fit(model, datamodule=dm, ckpt_path=str(ckpt_path) if ckpt_path else None)
-    final = ckpt_dir / "last.ckpt"
-    trainer.save_checkpoint(final)
-    if trainer.is_global_zero:
-        log.info("final checkpoint: %s (step %d)", final, trainer.global_step)
-    return final
+    # StepIndexedBatchSampler shards the global batch itself, so Lightning's distributed sampler stays off.
+    trainer = build_trainer(cfg.trainer, out, callbacks=[StepSeededRNG(cfg.seed), *callbacks], resume_from=ckpt_path)
+    return fit(trainer, model, out, ckpt_path, datamodule=dm)
 
 
 def apply_speed_options(model: PretrainMethod, channels_last: bool = False, compile_backend: str = "") -> None:
@@ -163,30 +110,6 @@ def _to_channels_last(module, args):
     if torch.is_tensor(x) and x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
     return (x, *rest)
-
-
-def _csv_logger(out: Path, resume_from: Path | None) -> CSVLogger:
-    """``logs/metrics.csv``; on resume it keeps the rows of the steps the checkpoint holds.
-
-    Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts; a resumed run
-    would lose its history. The rows logged before the checkpoint's step are read first and
-    written back (rows after it were lost with the kill and are logged again).
-    """
-    logger = CSVLogger(out, name="logs", version="")
-    path = Path(logger.log_dir) / "metrics.csv"
-    if resume_from is None or not path.is_file() or rank_zero_only.rank != 0:
-        return logger
-    step = int(torch.load(resume_from, map_location="cpu", weights_only=True, mmap=True)["global_step"])
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        keys, rows = list(reader.fieldnames or []), [r for r in reader if r.get("step") and int(r["step"]) < step]
-    writer = logger.experiment  # this removes the old file
-    with open(writer.metrics_file_path, "w", newline="") as f:
-        out_csv = csv.DictWriter(f, fieldnames=keys)
-        out_csv.writeheader()
-        out_csv.writerows(rows)
-    writer.metrics_keys = keys
-    return logger
 
 
 def load_checkpoint(path: str | Path) -> dict:

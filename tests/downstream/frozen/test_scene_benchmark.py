@@ -82,21 +82,25 @@ def test_evaluate_end_to_end(builder, tmp_path):
     results = evaluate_scene_classification(
         [_spec("pool")], ["eurosat"], out_dir=tmp_path, max_train_per_class=3, progress=False, n_resamples=200
     )
-    assert [(r.model, r.protocol) for r in results] == [
+    assert [(r.model, r.task) for r in results] == [
         (BASELINE_MODEL, "knn"), (BASELINE_MODEL, "linear"), ("pool", "knn"), ("pool", "linear"),
     ]  # fmt: skip
     for r in results:
         assert r.dataset == "eurosat" and r.n_train == 9 and r.n_test == 12
         # Colour clusters are separated by 160 grey levels against +-20 noise: every protocol must be perfect.
-        assert (r.accuracy, r.ci_low, r.ci_high) == (1.0, 1.0, 1.0)
+        assert (r.value(), r.interval()) == (1.0, (1.0, 1.0))
     assert results[2].extra == {"k": 20, "temperature": 0.07, "feature_dim": 3, "image_size": 6}
     assert results[0].extra["feature_dim"] == 21 and results[0].extra["standardised"] is True
 
     payload = json.loads((tmp_path / "metrics.json").read_text())
     assert payload["meta"]["datasets"] == ["eurosat"] and payload["meta"]["protocols"] == ["knn", "linear"]
     assert payload["meta"]["models"] == [BASELINE_MODEL, "pool"] and payload["meta"]["max_train_per_class"] == 3
-    assert [r["accuracy"] for r in payload["results"]] == [1.0] * 4
-    assert (tmp_path / "accuracy.png").stat().st_size > 5_000
+    assert [r["metrics"]["accuracy"] for r in payload["results"]] == [1.0] * 4
+    record = payload["meta"]["provenance"]
+    assert record["seed"] == 0 and record["rspretrain_version"] and "git_commit" in record
+    assert record["config"]["protocols"] == ["knn", "linear"]
+    assert (tmp_path / "scores.png").stat().st_size > 5_000
+    assert "| pool | 100.0 [100.0, 100.0] |" in (tmp_path / "results.md").read_text()
 
 
 def test_uninformative_encoder_scores_near_chance(builder):
@@ -109,7 +113,8 @@ def test_uninformative_encoder_scores_near_chance(builder):
     (knn,) = evaluate_scene_classification(
         [spec], ["eurosat"], protocols=["knn"], include_image_statistics=False, progress=False
     )
-    assert knn.accuracy == pytest.approx(1 / 3) and knn.ci_low < 1 / 3 < knn.ci_high
+    low, high = knn.interval()
+    assert knn.value() == pytest.approx(1 / 3) and low < 1 / 3 < high
 
 
 def test_multiple_datasets_and_models_without_baseline(builder):
@@ -119,7 +124,7 @@ def test_multiple_datasets_and_models_without_baseline(builder):
     )  # fmt: skip
     expected = [("eurosat", "a"), ("eurosat", "b"), ("ucmerced", "a"), ("ucmerced", "b")]
     assert [(r.dataset, r.model) for r in results] == expected
-    assert all(r.protocol == "linear" and r.n_train == 18 for r in results)
+    assert all(r.task == "linear" and r.n_train == 18 for r in results)
     assert len(builder.calls) == 4  # each split built once per dataset, shared by both models
 
 
@@ -145,5 +150,5 @@ def test_band_mismatch_propagates(builder):
 
 def test_baseline_only(builder):
     results = evaluate_scene_classification([], ["eurosat"], protocols=["knn"], progress=False)
-    assert [(r.model, r.accuracy) for r in results] == [(BASELINE_MODEL, 1.0)]
+    assert [(r.model, r.value()) for r in results] == [(BASELINE_MODEL, 1.0)]
 

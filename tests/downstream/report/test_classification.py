@@ -14,7 +14,7 @@ def test_scores_confusion_matrix_and_per_class_accuracy(tmp_path):
     assert cm.shape == (4, 4) and cm.sum() == len(y_true) == s["n_test"]
     assert cm[0, 1] == 1 and cm[2, 3] == 1 and np.trace(cm) == 8
     assert s["overall_accuracy"] == pytest.approx(0.8)
-    lo, hi = s["overall_accuracy_ci95"]
+    lo, hi = s["overall_accuracy_ci"]
     assert lo <= 0.8 <= hi
     assert s["per_class_accuracy"] == {"a": 0.75, "b": 1.0, "c": 0.75, "d": None}
     assert s["mean_per_class_accuracy"] == pytest.approx((0.75 + 1.0 + 0.75) / 3)

@@ -11,7 +11,7 @@ fixed-size ``uint8`` stack of :class:`~rspretrain.data.InMemoryImageDataset`. Th
 
 The value scale maps raw values to [0, 1]: 255 for ``uint8``, the dtype's maximum for other integers, 1 for floats. A
 model that knows its own scale (an exported backbone's ``value_scale``, e.g. 10,000 for Sentinel-2 reflectance)
-overrides it; see :func:`rspretrain.downstream.dense.training.value_scale_for`.
+overrides it; see :func:`rspretrain.downstream.dense.schedule.value_scale_for`.
 """
 
 from __future__ import annotations

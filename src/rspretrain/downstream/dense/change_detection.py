@@ -26,27 +26,21 @@ import torch
 import torch.nn.functional as F
 
 from rspretrain.data.dense.change_detection import ChangeDetectionFolder
+from rspretrain.downstream.dense.dense_task import DenseTask, train_dense_task
 from rspretrain.downstream.dense.metrics import binary_counts, bootstrap_interval, change_scores
-from rspretrain.downstream.dense.sliding_window import predict_image, predict_raster
-from rspretrain.downstream.dense.training import (
+from rspretrain.downstream.dense.schedule import (
     DenseSchedule,
-    build_dense_optimizer,
     check_dense_inputs,
-    crop_size_for,
-    encoder_pyramid,
     random_crop_batch,
-    run_meta,
-    seed_everything,
-    steps_for,
-    train_dense_model,
-    value_scale_for,
 )
+from rspretrain.downstream.dense.sliding_window import predict_image, predict_raster
 from rspretrain.downstream.frozen.features import EncoderSpec
-from rspretrain.downstream.report.dense import DenseResult, display_rgb, plot_dense_metrics
-from rspretrain.downstream.report.results import write_metrics_json
-from rspretrain.nn.decoders import SiameseChangeDetector, describe_pyramid
+from rspretrain.downstream.report.display import display_rgb
+from rspretrain.downstream.report.record import Result
+from rspretrain.downstream.report.writer import report_meta, write_report
+from rspretrain.nn.decoders import FeaturePyramid, SiameseChangeDetector
 
-__all__ = ["change_loss", "change_schedule", "evaluate_change_detection", "load_change_data"]
+__all__ = ["ChangeDetectionTask", "change_loss", "change_schedule", "evaluate_change_detection", "load_change_data"]
 
 logger = logging.getLogger("rspretrain")
 
@@ -79,33 +73,24 @@ def change_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tenso
     return bce + dice, {"bce": float(bce.detach()), "dice": float(dice.detach())}
 
 
-def train_change_detector(
-    spec: EncoderSpec, train: ChangeDetectionFolder, schedule: DenseSchedule, device: torch.device
-) -> tuple[SiameseChangeDetector, dict]:
-    """A siamese detector on a copy of ``spec``'s encoder, trained on ``train`` (eval mode on return), and facts."""
-    crop = crop_size_for(spec, schedule.crop_size)
-    rng = seed_everything(schedule.seed)
-    pyramid = encoder_pyramid(spec, schedule.freeze_backbone)
-    value_scale = value_scale_for(spec, train.value_scale)
-    model = SiameseChangeDetector(pyramid, spec.mean, spec.std, value_scale, schedule.decoder_channels).to(device)
-    items = list(zip(train.images_a, train.images_b, train.masks))
+class ChangeDetectionTask(DenseTask):
+    """A siamese UPerNet (shared encoder weights for both dates), :func:`change_loss` on co-located random crops of
+    the training pairs (the same crop and flip / rotation for before, after and mask)."""
 
-    def batches():
-        while True:
-            a, b, mask = random_crop_batch(items, crop, schedule.batch_size, rng, (0, 0, 0))
-            yield a.to(device).float(), b.to(device).float(), mask.to(device)
+    method_name = "change"
 
-    def loss_of(batch):
-        a, b, mask = batch
-        return change_loss(model(a, b), mask)
+    def build_model(self, pyramid: FeaturePyramid) -> SiameseChangeDetector:
+        train = self.train_data
+        self.items = list(zip(train.images_a, train.images_b, train.masks))
+        return SiameseChangeDetector(pyramid, self.mean, self.std, self.value_scale, self.schedule.decoder_channels)
 
-    steps = steps_for(len(train), schedule)
-    optimizer, scheduler = build_dense_optimizer(model.head_parameters(), pyramid.backbone_parameters(), schedule,
-                                                 schedule.epochs * steps)
-    fit = train_dense_model(model, loss_of, batches, steps, optimizer, scheduler, schedule, f"change {spec.name}")
-    model.eval()
-    return model, {**fit, "crop_size": crop, "overlap": schedule.window_overlap(crop), "value_scale": value_scale,
-                   "pyramid": describe_pyramid(pyramid), "steps_per_epoch": steps}
+    def draw(self, rng: np.random.Generator) -> list[torch.Tensor]:
+        return random_crop_batch(self.items, self.crop_size, self.schedule.batch_size, rng, (0, 0, 0))
+
+    def loss(self, batch: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        before, after, mask = batch
+        loss, terms = change_loss(self.model(before.float(), after.float()), mask)
+        return loss, {f"loss_{name}": value for name, value in terms.items()}
 
 
 def _change_probability(model: SiameseChangeDetector, device: torch.device):
@@ -124,7 +109,8 @@ def evaluate_change_detection(
     n_examples: int = 3,
     predict_pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]] = (),
     n_resamples: int = 1000,
-) -> list[DenseResult]:
+    resume: bool = False,
+) -> list[Result]:
     """Fine-tune and score a siamese change detector on every encoder in ``specs`` with one schedule.
 
     Args:
@@ -136,9 +122,10 @@ def evaluate_change_detection(
         n_examples: test pairs shown in the picture.
         predict_pairs: ``(before.tif, after.tif)`` pairs to predict whole with the first encoder's model.
         n_resamples: bootstrap resamples.
+        resume: continue each model's training from ``out_dir/training/<model>/checkpoints/last.ckpt`` when there.
 
     Returns:
-        One :class:`DenseResult` per encoder.
+        One :class:`Result` per encoder.
 
     Raises:
         BandMismatchError: the data's bands differ from an encoder's.
@@ -150,19 +137,21 @@ def evaluate_change_detection(
     names = check_dense_inputs(specs, train.band_names, train.images_a[0].shape[0], str(train.root), rasters, out_dir)
     device = torch.device(schedule.device)
     out = Path(out_dir) if out_dir is not None else None
-    meta = run_meta(
-        "change", dataset=dataset, data=str(train.root), train_split=train.split, n_train=len(train),
+    meta = report_meta(
+        "change", schedule.to_dict(), schedule.seed, dataset=dataset, data=str(train.root), train_split=train.split, n_train=len(train),
         n_test=len(test), test_pairs=test.names, threshold=THRESHOLD,
         change_fraction={"train": train.change_fraction(), "test": test.change_fraction()},
         schedule=schedule.to_dict(), models=names,
     )
-    results: list[DenseResult] = []
+    results: list[Result] = []
     examples: dict[str, list[np.ndarray]] = {}
     shown = _example_indices(test, n_examples)
     for k, spec in enumerate(specs):
-        model, fit = train_change_detector(spec, train, schedule, device)
-        crop, overlap, value_scale = fit["crop_size"], fit["overlap"], fit["value_scale"]
-        predictor = _change_probability(model, device)
+        task = ChangeDetectionTask(spec, train, schedule)
+        fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume)
+        crop, value_scale = task.crop_size, task.value_scale
+        overlap = fit["overlap"] = schedule.window_overlap(crop)
+        predictor = _change_probability(task.model, device)
         per_pair, predictions = [], []
         for i in range(len(test)):
             probability = predict_image(predictor, [torch.from_numpy(test.images_a[i]),
@@ -179,12 +168,12 @@ def evaluate_change_detection(
         for name in ("f1", "iou"):
             metrics[f"{name}_ci"] = list(bootstrap_interval(np.stack(per_pair), lambda c, n=name: change_scores(c)[n],
                                                             n_resamples, seed=schedule.seed))
-        results.append(DenseResult(spec.name, "change", dataset, metrics, len(train), len(test), fit))
+        results.append(Result(spec.name, "change", dataset, metrics, len(train), len(test), fit))
         logger.info("change | %s | %s: F1 %.1f %% [%.1f, %.1f], IoU %.1f %%, precision %.1f %%, recall %.1f %%",
                     dataset, spec.name, 100 * metrics["f1"], 100 * metrics["f1_ci"][0], 100 * metrics["f1_ci"][1],
                     100 * metrics["iou"], 100 * metrics["precision"], 100 * metrics["recall"])
         if out is not None:
-            write_metrics_json(results, out / "metrics.json", meta)
+            write_report(out, results, meta, final=False)
             if k == 0:
                 for before, after in predict_pairs:
                     target = out / f"{Path(before).stem}_change.tif"
@@ -196,9 +185,8 @@ def evaluate_change_detection(
                     )
                     results[-1].extra.setdefault("predicted_rasters", []).append(str(target))
     if out is not None:
-        write_metrics_json(results, out / "metrics.json", meta)
+        write_report(out, results, meta, title=f"Change detection on {dataset}")
         plot_change_examples(test, shown, examples, out / "change.png")
-        plot_dense_metrics(results, out / "scores.png", title=f"Change detection on {dataset}")
         logger.info("wrote %s, %s and %s", out / "metrics.json", out / "change.png", out / "scores.png")
     return results
 

@@ -24,27 +24,18 @@ import torch
 
 from rspretrain.core.errors import ConfigError
 from rspretrain.data.dense.detection import DetectionFolder, NeonTreeCrowns, crop_boxes
+from rspretrain.downstream.dense.dense_task import DenseTask, train_dense_task
 from rspretrain.downstream.dense.metrics import detection_scores
-from rspretrain.downstream.dense.training import (
-    DenseSchedule,
-    build_dense_optimizer,
-    check_dense_inputs,
-    crop_size_for,
-    encoder_pyramid,
-    run_meta,
-    seed_everything,
-    steps_for,
-    train_dense_model,
-    value_scale_for,
-)
+from rspretrain.downstream.dense.schedule import DenseSchedule, check_dense_inputs
 from rspretrain.downstream.frozen.features import EncoderSpec
-from rspretrain.downstream.report.dense import DenseResult, display_rgb, plot_dense_metrics
-from rspretrain.downstream.report.results import write_metrics_json
+from rspretrain.downstream.report.display import display_rgb
+from rspretrain.downstream.report.record import Result
+from rspretrain.downstream.report.writer import report_meta, write_report
 from rspretrain.nn.backbones import is_transformer
-from rspretrain.nn.decoders import describe_pyramid
+from rspretrain.nn.decoders import FeaturePyramid
 from rspretrain.nn.detectors import build_faster_rcnn
 
-__all__ = ["detection_schedule", "dihedral_boxes", "evaluate_detection", "load_detection_data", "random_box_crop"]
+__all__ = ["DetectionTask", "detection_schedule", "dihedral_boxes", "evaluate_detection", "load_detection_data", "random_box_crop"]
 
 logger = logging.getLogger("rspretrain")
 
@@ -95,38 +86,32 @@ def random_box_crop(
     return np.ascontiguousarray(crop), dihedral_boxes(kept_boxes, ch, cw, k, flip), labels[kept]
 
 
-def train_detector(
-    spec: EncoderSpec, train: DetectionFolder, schedule: DenseSchedule, device: torch.device
-) -> tuple[torch.nn.Module, dict]:
-    """Faster R-CNN on a copy of ``spec``'s encoder, trained on ``train`` (eval mode on return), and its facts."""
-    crop = crop_size_for(spec, schedule.crop_size)
-    rng = seed_everything(schedule.seed)
-    pyramid = encoder_pyramid(spec, schedule.freeze_backbone)
-    value_scale = value_scale_for(spec, train.value_scale)
-    model = build_faster_rcnn(pyramid, len(train.classes), spec.mean, spec.std, fpn_channels=schedule.decoder_channels,
-                              rois_per_image=128, rpn_proposals_train=1000).to(device)
+class DetectionTask(DenseTask):
+    """torchvision's Faster R-CNN on an FPN over the encoder, its own RPN + box losses, on random crops with
+    dihedral transforms (boxes clipped, kept when half visible) of images drawn uniformly."""
 
-    def batches():
-        while True:
-            images, targets = [], []
-            for i in rng.choice(len(train), size=schedule.batch_size):
-                image, boxes, labels = random_box_crop(train.images[i], train.boxes[i], train.labels[i], crop, rng)
-                images.append(torch.from_numpy(image).to(device).float() / value_scale)
-                targets.append({"boxes": torch.from_numpy(boxes).to(device),
-                                "labels": torch.from_numpy(labels + 1).to(device)})  # 0 is torchvision's background
-            yield images, targets
+    method_name = "detection"
 
-    def loss_of(batch):
-        losses = model(*batch)
-        return sum(losses.values()), {k: float(v.detach()) for k, v in losses.items()}
+    def build_model(self, pyramid: FeaturePyramid) -> torch.nn.Module:
+        return build_faster_rcnn(pyramid, len(self.train_data.classes), self.mean, self.std,
+                                 fpn_channels=self.schedule.decoder_channels, rois_per_image=128,
+                                 rpn_proposals_train=1000)
 
-    steps = steps_for(len(train), schedule)
-    head = [p for name, p in model.named_parameters() if not name.startswith("backbone.body.backbone.")]
-    optimizer, scheduler = build_dense_optimizer(head, pyramid.backbone_parameters(), schedule, schedule.epochs * steps)
-    fit = train_dense_model(model, loss_of, batches, steps, optimizer, scheduler, schedule, f"detection {spec.name}")
-    model.eval()
-    return model, {**fit, "crop_size": crop, "value_scale": value_scale, "pyramid": describe_pyramid(pyramid),
-                   "steps_per_epoch": steps}
+    def draw(self, rng: np.random.Generator) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        train = self.train_data
+        images, targets = [], []
+        for i in rng.choice(len(train), size=self.schedule.batch_size):
+            image, boxes, labels = random_box_crop(train.images[i], train.boxes[i], train.labels[i], self.crop_size,
+                                                   rng)
+            images.append(torch.from_numpy(image))
+            # label 0 is torchvision's background
+            targets.append({"boxes": torch.from_numpy(boxes), "labels": torch.from_numpy(labels + 1)})
+        return images, targets
+
+    def loss(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        images, targets = batch
+        losses = self.model([image.float() / self.value_scale for image in images], targets)
+        return sum(losses.values()), {k: v.detach() for k, v in losses.items()}
 
 
 def evaluate_detection(
@@ -135,7 +120,8 @@ def evaluate_detection(
     out_dir: str | os.PathLike | None = None,
     schedule: DenseSchedule | None = None,
     n_examples: int = 3,
-) -> list[DenseResult]:
+    resume: bool = False,
+) -> list[Result]:
     """Fine-tune and score Faster R-CNN + FPN on every encoder in ``specs`` with one schedule.
 
     Args:
@@ -144,9 +130,10 @@ def evaluate_detection(
         out_dir: where ``metrics.json``, ``detections.png`` and ``scores.png`` go (None: nothing written).
         schedule: the shared schedule (default :func:`detection_schedule`; ``decoder_channels`` is the FPN width).
         n_examples: test images shown in the picture.
+        resume: continue each model's training from ``out_dir/training/<model>/checkpoints/last.ckpt`` when there.
 
     Returns:
-        One :class:`DenseResult` per encoder.
+        One :class:`Result` per encoder.
 
     Raises:
         BandMismatchError: the data's bands differ from an encoder's.
@@ -164,19 +151,20 @@ def evaluate_detection(
                               "takes CNN backbones (ResNet family) for now")
     device = torch.device(schedule.device)
     out = Path(out_dir) if out_dir is not None else None
-    meta = run_meta(
-        "detection", dataset=dataset, data=str(train.path), classes=train.classes, split=train.split_mode,
+    meta = report_meta(
+        "detection", schedule.to_dict(), schedule.seed, dataset=dataset, data=str(train.path), classes=train.classes, split=train.split_mode,
         n_train=len(train), n_test=len(test), train_boxes=train.num_boxes, test_boxes=test.num_boxes,
         test_images=test.names, schedule=schedule.to_dict(), models=names,
     )
-    results: list[DenseResult] = []
+    results: list[Result] = []
     examples: dict[str, list[dict[str, np.ndarray]]] = {}
     shown = list(range(min(n_examples, len(test))))
     targets = [{"boxes": torch.from_numpy(b), "labels": torch.from_numpy(lab)}
                for b, lab in zip(test.boxes, test.labels)]
     for spec in specs:
-        model, fit = train_detector(spec, train, schedule, device)
-        value_scale = fit["value_scale"]
+        task = DetectionTask(spec, train, schedule)
+        fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume)
+        model, value_scale = task.model, task.value_scale
         predictions = []
         with torch.no_grad():
             for image in test.images:
@@ -186,15 +174,14 @@ def evaluate_detection(
         examples[spec.name] = [{k: v.numpy() for k, v in predictions[i].items()} for i in shown]
         metrics = detection_scores(predictions, targets, train.classes)
         metrics["boxes_predicted"] = int(sum(len(p["boxes"]) for p in predictions))
-        results.append(DenseResult(spec.name, "detection", dataset, metrics, len(train), len(test), fit))
+        results.append(Result(spec.name, "detection", dataset, metrics, len(train), len(test), fit))
         logger.info("detection | %s | %s: AP50 %.1f %%, AP %.1f %%", dataset, spec.name, 100 * metrics["ap50"],
                     100 * metrics["ap"])
         if out is not None:
-            write_metrics_json(results, out / "metrics.json", meta)
+            write_report(out, results, meta, final=False)
     if out is not None:
-        write_metrics_json(results, out / "metrics.json", meta)
+        write_report(out, results, meta, title=f"Object detection on {dataset}")
         plot_detection_examples(test, shown, examples, out / "detections.png")
-        plot_dense_metrics(results, out / "scores.png", title=f"Object detection on {dataset}")
         logger.info("wrote %s, %s and %s", out / "metrics.json", out / "detections.png", out / "scores.png")
     return results
 

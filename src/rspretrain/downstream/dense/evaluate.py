@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rspretrain.core.errors import ConfigError
-from rspretrain.downstream.dense.training import DenseSchedule
+from rspretrain.downstream.dense.schedule import DenseSchedule
 from rspretrain.downstream.frozen.features import EncoderSpec
-from rspretrain.downstream.report.dense import DenseResult, format_dense_table
+from rspretrain.downstream.report.record import Result, format_table
 
 __all__ = ["DENSE_TASKS", "PICTURES", "default_schedule", "run_dense_task", "evaluate_dense_source"]
 
@@ -54,29 +54,31 @@ def run_dense_task(
     out_dir: str | os.PathLike | None,
     schedule: DenseSchedule,
     predict_rasters: Sequence[str] = (),
-) -> list[DenseResult]:
+    resume: bool = False,
+) -> list[Result]:
     """Run one dense task on ``specs`` with ``schedule``.
 
     ``predict_rasters``: segmentation -- GeoTIFFs to predict whole; change -- an even number of GeoTIFFs, read as
-    (before, after) pairs; detection -- not supported.
+    (before, after) pairs; detection -- not supported. ``resume``: continue every model's training from its
+    checkpoint under ``out_dir/training/`` when there is one.
     """
     if task == "segmentation":
         from rspretrain.downstream.dense.segmentation import evaluate_segmentation
 
-        return evaluate_segmentation(specs, data, out_dir, schedule, predict_rasters=predict_rasters)
+        return evaluate_segmentation(specs, data, out_dir, schedule, predict_rasters=predict_rasters, resume=resume)
     if task == "change":
         from rspretrain.downstream.dense.change_detection import evaluate_change_detection
 
         if len(predict_rasters) % 2:
             raise ConfigError(f"change detection predicts BEFORE,AFTER pairs; got {len(predict_rasters)} rasters")
         pairs = list(zip(predict_rasters[0::2], predict_rasters[1::2]))
-        return evaluate_change_detection(specs, data, out_dir, schedule, predict_pairs=pairs)
+        return evaluate_change_detection(specs, data, out_dir, schedule, predict_pairs=pairs, resume=resume)
     if task == "detection":
         from rspretrain.downstream.dense.detection import evaluate_detection
 
         if predict_rasters:
             raise ConfigError("--predict-raster is for segmentation and change detection")
-        return evaluate_detection(specs, data, out_dir, schedule)
+        return evaluate_detection(specs, data, out_dir, schedule, resume=resume)
     raise ConfigError(f"unknown dense task {task!r}; valid: {', '.join(DENSE_TASKS)}")
 
 
@@ -92,7 +94,10 @@ def evaluate_dense_source(
     predict_rasters: Sequence[str] = (),
     with_random_init: bool = True,
     data_root: str | os.PathLike | None = None,
-) -> list[DenseResult]:
+    precision: str | None = None,
+    device: str | None = None,
+    resume: bool = False,
+) -> list[Result]:
     """What ``rspretrain evaluate SOURCE --task TASK`` does: build the encoders, run the task, print the table.
 
     ``data`` None or the short name (``dubai``, ``levir``, ``neon``) means the task's shared dataset, found under
@@ -106,13 +111,14 @@ def evaluate_dense_source(
             data = Path(data_root) / folder
 
     schedule = default_schedule(task, epochs=epochs, freeze_backbone=freeze_backbone or None, crop_size=crop_size,
-                                batch_size=batch_size)
+                                batch_size=batch_size, precision=precision, device=device)
     specs = encoder_specs(source, with_random_init=with_random_init)
-    results = run_dense_task(task, specs, data, out_dir, schedule, predict_rasters)
+    results = run_dense_task(task, specs, data, out_dir, schedule, predict_rasters, resume)
     out = Path(out_dir)
-    print(format_dense_table(results))
+    print(format_table(results))
     print(f"metrics: {out / 'metrics.json'}")
     print(f"picture: {out / PICTURES[task]}")
+    print(f"table:   {out / 'results.md'}")
     print(f"plot:    {out / 'scores.png'}")
     for r in results:
         for raster in r.extra.get("predicted_rasters", []):

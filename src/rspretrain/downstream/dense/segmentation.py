@@ -1,7 +1,7 @@
 """Semantic segmentation with any backbone: UPerNet fine-tuning (or a frozen-backbone decoder), mIoU, overlay PNG.
 
 For every encoder: a :class:`~rspretrain.nn.decoders.UPerNetSegmenter` on a copy of it, trained with pixel-wise
-cross-entropy (unlabelled pixels ignored) on random crops of the training images (:mod:`.dense_training`), then
+cross-entropy (unlabelled pixels ignored) on random crops of the training images (:mod:`.dense.schedule`), then
 every test image is predicted whole by overlapping sliding windows (:func:`~.sliding_window.predict_image`) and
 scored by per-class IoU and mIoU over all test pixels, with a bootstrap interval over test images. Writes
 ``metrics.json``, ``segmentation.png`` (test images, ground truth and each model's prediction overlaid) and
@@ -25,27 +25,21 @@ import torch
 import torch.nn.functional as F
 
 from rspretrain.data.dense.segmentation_folder import DubaiAerialSegmentation, SegmentationFolder
+from rspretrain.downstream.dense.dense_task import DenseTask, train_dense_task
 from rspretrain.downstream.dense.metrics import bootstrap_interval, confusion_matrix, iou_per_class, segmentation_scores
-from rspretrain.downstream.dense.sliding_window import predict_image, predict_raster
-from rspretrain.downstream.dense.training import (
+from rspretrain.downstream.dense.schedule import (
     DenseSchedule,
-    build_dense_optimizer,
     check_dense_inputs,
-    crop_size_for,
-    encoder_pyramid,
     random_crop_batch,
-    run_meta,
-    seed_everything,
-    steps_for,
-    train_dense_model,
-    value_scale_for,
 )
+from rspretrain.downstream.dense.sliding_window import predict_image, predict_raster
 from rspretrain.downstream.frozen.features import EncoderSpec
-from rspretrain.downstream.report.dense import DenseResult, display_rgb, plot_dense_metrics
-from rspretrain.downstream.report.results import write_metrics_json
-from rspretrain.nn.decoders import UPerNetSegmenter, describe_pyramid
+from rspretrain.downstream.report.display import display_rgb
+from rspretrain.downstream.report.record import Result
+from rspretrain.downstream.report.writer import report_meta, write_report
+from rspretrain.nn.decoders import FeaturePyramid, UPerNetSegmenter
 
-__all__ = ["evaluate_segmentation", "load_segmentation_data", "segmentation_schedule"]
+__all__ = ["SegmentationTask", "evaluate_segmentation", "load_segmentation_data", "segmentation_schedule"]
 
 logger = logging.getLogger("rspretrain")
 
@@ -79,35 +73,26 @@ def _predict_probabilities(model: UPerNetSegmenter, device: torch.device):
     return predictor
 
 
-def train_segmenter(
-    spec: EncoderSpec, train: SegmentationFolder, schedule: DenseSchedule, device: torch.device
-) -> tuple[UPerNetSegmenter, dict[str, Any]]:
-    """A UPerNet on a copy of ``spec``'s encoder, trained on ``train`` (eval mode on return), and its training facts."""
-    crop = crop_size_for(spec, schedule.crop_size)
-    rng = seed_everything(schedule.seed)
-    pyramid = encoder_pyramid(spec, schedule.freeze_backbone)
-    value_scale = value_scale_for(spec, train.value_scale)
-    model = UPerNetSegmenter(pyramid, train.num_classes, spec.mean, spec.std, value_scale,
-                             schedule.decoder_channels).to(device)
-    items = list(zip(train.images, train.masks))
+class SegmentationTask(DenseTask):
+    """UPerNet on the encoder, pixel-wise cross-entropy (unlabelled pixels ignored) on random crops with dihedral
+    flips / rotations of the training images."""
 
-    def batches():
-        while True:
-            images, masks = random_crop_batch(items, crop, schedule.batch_size, rng, (0, train.ignore_index))
-            yield images.to(device).float(), masks.to(device).long()
+    method_name = "segmentation"
 
-    def loss_of(batch):
+    def build_model(self, pyramid: FeaturePyramid) -> UPerNetSegmenter:
+        train = self.train_data
+        self.items = list(zip(train.images, train.masks))
+        return UPerNetSegmenter(pyramid, train.num_classes, self.mean, self.std, self.value_scale,
+                                self.schedule.decoder_channels)
+
+    def draw(self, rng: np.random.Generator) -> list[torch.Tensor]:
+        return random_crop_batch(self.items, self.crop_size, self.schedule.batch_size, rng,
+                                 (0, self.train_data.ignore_index))
+
+    def loss(self, batch: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         images, masks = batch
-        loss = F.cross_entropy(model(images), masks, ignore_index=train.ignore_index)
-        return loss, {"ce": float(loss.detach())}
-
-    steps = steps_for(len(train), schedule)
-    optimizer, scheduler = build_dense_optimizer(model.head_parameters(), pyramid.backbone_parameters(), schedule,
-                                                 schedule.epochs * steps)
-    fit = train_dense_model(model, loss_of, batches, steps, optimizer, scheduler, schedule, f"segmentation {spec.name}")
-    model.eval()
-    return model, {**fit, "crop_size": crop, "overlap": schedule.window_overlap(crop), "value_scale": value_scale,
-                   "pyramid": describe_pyramid(pyramid), "steps_per_epoch": steps}
+        loss = F.cross_entropy(self.model(images.float()), masks.long(), ignore_index=self.train_data.ignore_index)
+        return loss, {"loss_ce": loss.detach()}
 
 
 def evaluate_segmentation(
@@ -119,7 +104,8 @@ def evaluate_segmentation(
     n_examples: int = 3,
     predict_rasters: Sequence[str | os.PathLike] = (),
     n_resamples: int = 1000,
-) -> list[DenseResult]:
+    resume: bool = False,
+) -> list[Result]:
     """Fine-tune and score a UPerNet on every encoder in ``specs`` with one schedule.
 
     Args:
@@ -131,9 +117,10 @@ def evaluate_segmentation(
         n_examples: test images shown in the overlay picture.
         predict_rasters: GeoTIFFs to predict whole with the first encoder's model (written to ``out_dir``).
         n_resamples: bootstrap resamples of the mIoU interval.
+        resume: continue each model's training from ``out_dir/training/<model>/checkpoints/last.ckpt`` when there.
 
     Returns:
-        One :class:`DenseResult` per encoder.
+        One :class:`Result` per encoder.
 
     Raises:
         BandMismatchError: the data's bands differ from an encoder's.
@@ -145,18 +132,21 @@ def evaluate_segmentation(
                                out_dir)
     device = torch.device(schedule.device)
     out = Path(out_dir) if out_dir is not None else None
-    meta = run_meta(
-        "segmentation", dataset=dataset, data=str(train.root), classes=train.classes,
+    meta = report_meta(
+        "segmentation", schedule.to_dict(), schedule.seed, dataset=dataset, data=str(train.root),
+        classes=train.classes,
         ignore_index=train.ignore_index, scale=train.scale, n_train=len(train), n_test=len(test),
         test_images=test.names, schedule=schedule.to_dict(), models=names,
     )
-    results: list[DenseResult] = []
+    results: list[Result] = []
     examples: dict[str, list[np.ndarray]] = {}
     shown = list(range(min(n_examples, len(test))))
     for k, spec in enumerate(specs):
-        model, fit = train_segmenter(spec, train, schedule, device)
-        crop, overlap, value_scale = fit["crop_size"], fit["overlap"], fit["value_scale"]
-        predictor = _predict_probabilities(model, device)
+        task = SegmentationTask(spec, train, schedule)
+        fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume)
+        crop, value_scale = task.crop_size, task.value_scale
+        overlap = fit["overlap"] = schedule.window_overlap(crop)
+        predictor = _predict_probabilities(task.model, device)
         per_image = []
         predictions = []
         for i, image in enumerate(test.images):
@@ -174,13 +164,13 @@ def evaluate_segmentation(
 
         metrics["miou_ci"] = list(bootstrap_interval(np.stack(per_image), miou, n_resamples, seed=schedule.seed))
         metrics["confusion_matrix"] = confusion.tolist()
-        result = DenseResult(spec.name, "segmentation", dataset, metrics, len(train), len(test), fit)
+        result = Result(spec.name, "segmentation", dataset, metrics, len(train), len(test), fit)
         results.append(result)
         logger.info("segmentation | %s | %s: mIoU %.1f %% [%.1f, %.1f], pixel accuracy %.1f %%", dataset, spec.name,
                     100 * metrics["miou"], 100 * metrics["miou_ci"][0], 100 * metrics["miou_ci"][1],
                     100 * metrics["pixel_accuracy"])
         if out is not None:
-            write_metrics_json(results, out / "metrics.json", meta)
+            write_report(out, results, meta, final=False)
             if k == 0:
                 for raster in predict_rasters:
                     target = out / f"{Path(raster).stem}_segmentation.tif"
@@ -192,9 +182,8 @@ def evaluate_segmentation(
                     )
                     result.extra.setdefault("predicted_rasters", []).append(str(target))
     if out is not None:
-        write_metrics_json(results, out / "metrics.json", meta)
+        write_report(out, results, meta, title=f"Semantic segmentation on {dataset}")
         plot_segmentation_examples(test, shown, examples, out / "segmentation.png")
-        plot_dense_metrics(results, out / "scores.png", title=f"Semantic segmentation on {dataset}")
         logger.info("wrote %s, %s and %s", out / "metrics.json", out / "segmentation.png", out / "scores.png")
     return results
 

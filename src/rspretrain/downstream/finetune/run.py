@@ -25,7 +25,8 @@ uses the training split's per-band statistics.
 Optimiser (our default, :data:`rspretrain.downstream.finetune.scene_classification_task.FINETUNE_OPTIM`): SGD, momentum 0.9, lr 0.05,
 weight decay 5e-4 (not on norms and biases), 20 warm-up steps then cosine to 0 over the run, batch 32.
 
-Outputs in ``out_dir``: ``metrics.json`` (scores + settings + timings + provenance), ``confusion_matrix.png``,
+Outputs in ``out_dir``: the one report (``metrics.json``: the result record with scores, timings and settings, and
+provenance; ``results.md``; ``scores.png``), ``confusion_matrix.png``,
 ``model.safetensors`` (+ ``.json``: the inference network, reload with
 :func:`rspretrain.pretrain.export.load_scene_classifier`), ``backbone.safetensors`` (+ ``.json``: the fine-tuned backbone as a
 plain timm model, :func:`rspretrain.pretrain.export.load_backbone`), ``logs/metrics.csv``.
@@ -33,21 +34,20 @@ plain timm model, :func:`rspretrain.pretrain.export.load_backbone`), ``logs/metr
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from rspretrain.core.errors import ConfigError, DataError
+from rspretrain.downstream.report.record import Result
+from rspretrain.downstream.report.writer import read_report
 
 logger = logging.getLogger("rspretrain")
 
-__all__ = ["FinetuneConfig", "load_finetune_splits", "run_finetune"]
+__all__ = ["FinetuneConfig", "finetune_summary", "load_finetune_splits", "read_finetune_summary", "run_finetune"]
 
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_TRAIN_RATIO = 0.8
@@ -72,8 +72,10 @@ class FinetuneConfig:
         optim: :class:`~rspretrain.core.optim.OptimConfig` overrides.
         augment: :class:`~rspretrain.views.finetune_views.AugmentConfig` overrides.
         accelerator: Lightning accelerator (``auto`` picks a GPU when there is one).
+        precision: Lightning precision of training (``32-true``, ``bf16-mixed``, ``16-mixed``).
         progress: show progress bars.
         export: write ``model.safetensors`` and ``backbone.safetensors``.
+        resume: continue from ``out_dir/checkpoints/last.ckpt`` (written after every epoch).
     """
 
     method: str = "finetune"
@@ -93,8 +95,10 @@ class FinetuneConfig:
     optim: dict[str, Any] = field(default_factory=dict)
     augment: dict[str, Any] = field(default_factory=dict)
     accelerator: str = "auto"
+    precision: str = "32-true"
     progress: bool = True
     export: bool = True
+    resume: bool = False
 
 
 def _first_per_class(dataset, k: int | None):
@@ -167,46 +171,48 @@ def _validate_model_overrides(task_cls, values: dict[str, Any]) -> dict[str, Any
         if key in set_by_driver:
             raise ConfigError(f"model.{key} is set from the data or a finetune flag, not --model.{key}")
         if key not in allowed:
-            raise ConfigError(f"unknown key 'model.{key}' for fine-tuning method {task_cls.task_name!r}; "
+            raise ConfigError(f"unknown key 'model.{key}' for fine-tuning method {task_cls.method_name!r}; "
                               f"valid keys: {', '.join(sorted(allowed))}")
         out[key] = coerce(value, allowed[key], f"model.{key}")
     return out
 
 
-def _train_loader(dataset, batch_size: int, seed: int):
+def _train_loader(dataset, batch_size: int, seed: int, task):
+    """Shuffled batches keyed on the training step (:class:`StepIndexedBatchSampler`): ``resume`` continues the
+    uninterrupted run's data order (a last partial batch is dropped, as in pretraining)."""
     from torch.utils.data import DataLoader
 
     from rspretrain.data.io.collate import collate_batched
+    from rspretrain.data.step_indexed_sampler import StepIndexedBatchSampler
 
     if len(dataset) < 2:
         raise DataError(f"{len(dataset)} training images: fine-tuning needs at least 2")
-    batch_size = min(batch_size, len(dataset))
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, collate_fn=collate_batched,
-        # drop a last batch of one sample: BatchNorm cannot train on it
-        drop_last=len(dataset) % batch_size == 1,
-        generator=torch.Generator().manual_seed(seed),
-    )  # fmt: skip
+    sampler = StepIndexedBatchSampler(len(dataset), min(batch_size, len(dataset)), seed=seed,
+                                      position=lambda: task.trainer.global_step if task._trainer is not None else 0)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_batched)
 
 
-def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None) -> dict[str, Any]:
+def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None, callbacks: Sequence[Any] = ()
+                 ) -> dict[str, Any]:
     """Train and score one fine-tuning run; returns the ``metrics.json`` payload.
 
     Args:
         cfg: the run.
         splits: pre-built ``(train, test)`` datasets (a benchmark reuses them across runs); None builds them from
             ``cfg`` with :func:`load_finetune_splits`.
+        callbacks: Lightning callbacks added to the trainer's (monitors in tests and benchmarks).
     """
     import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
 
     from rspretrain.core import provenance
-    from rspretrain.core.checkpoint_io import atomic_write_text
+    from rspretrain.core.rng_state import StepSeededRNG
     from rspretrain.downstream.finetune import get_task
     from rspretrain.downstream.finetune.backbone_init import resolve_init
     from rspretrain.downstream.report.classification import classification_scores, plot_confusion_matrix
+    from rspretrain.downstream.report.writer import report_meta, write_report
     from rspretrain.pretrain.datamodule import band_statistics
     from rspretrain.pretrain.export import export_backbone, export_scene_classifier
+    from rspretrain.training.trainer import TrainerConfig, build_trainer, fit, resume_checkpoint
 
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1, got {cfg.epochs} and {cfg.batch_size}")
@@ -232,28 +238,26 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None) -> 
         band_names=band_names, mean=mean, std=std, value_scale=float(train.value_scale), classes=list(train.classes),
         image_size=cfg.image_size, optim=cfg.optim, augment=cfg.augment, **model_overrides,
     )  # fmt: skip
-    loader = _train_loader(train, cfg.batch_size, cfg.seed)
+    loader = _train_loader(train, cfg.batch_size, cfg.seed, task)
     steps_per_epoch = len(loader)
+    resume_from = resume_checkpoint(out, cfg.resume)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = L.Trainer(
-        max_epochs=cfg.epochs,
-        accelerator=cfg.accelerator,
-        devices=1,
-        logger=CSVLogger(out, name="logs", version=""),
-        enable_checkpointing=False,
-        enable_progress_bar=cfg.progress,
-        enable_model_summary=False,
-        log_every_n_steps=max(1, min(10, steps_per_epoch)),
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        default_root_dir=out,
+    task.provenance = provenance.collect(asdict(cfg), cfg.seed)
+    # One device: the test set is scored in this process after training. A checkpoint after every epoch.
+    trainer = build_trainer(
+        TrainerConfig(max_steps=cfg.epochs * steps_per_epoch, ckpt_every_n_steps=steps_per_epoch,
+                      log_every_n_steps=max(1, min(10, steps_per_epoch)), accelerator=cfg.accelerator,
+                      precision=cfg.precision, progress_bar=cfg.progress),
+        out, max_epochs=cfg.epochs, resume_from=resume_from, tensorboard=False,
+        callbacks=[StepSeededRNG(cfg.seed), *callbacks],  # augmentation draws keyed on the step: exact resume
     )
     logger.info("%s on %s: %d train / %d test images, %d classes, %d epochs of %d steps, init %s",
                 cfg.method, cfg.dataset, len(train), len(test), len(train.classes), cfg.epochs, steps_per_epoch,
                 cfg.init)
     start = time.perf_counter()
-    trainer.fit(task, train_dataloaders=loader)
+    fit(trainer, task, out, resume_from, train_dataloaders=loader)
     train_seconds = time.perf_counter() - start
+    task.to(trainer.strategy.root_device)  # Lightning hands the module back on the CPU; score where it trained
     last = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
 
     start = time.perf_counter()
@@ -261,38 +265,58 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None) -> 
     test_seconds = time.perf_counter() - start
     scores = classification_scores(labels.numpy(), logits.argmax(1).numpy(), list(train.classes), seed=cfg.seed)
 
-    payload: dict[str, Any] = {
-        **scores,
-        "method": cfg.method,
-        "dataset": cfg.dataset,
-        "train_ratio": _effective_train_ratio(cfg),
-        "init": task.init_source.describe(),
-        "seed": cfg.seed,
-        "n_train": len(train),
-        "epochs": cfg.epochs,
-        "steps": int(trainer.global_step),
-        "train_seconds": round(train_seconds, 2),
-        "train_images_per_s": round(trainer.global_step * loader.batch_size / max(train_seconds, 1e-9), 1),
-        "test_seconds": round(test_seconds, 2),
-        "final_train_metrics": last,
-        "normalisation": {"mean": mean, "std": std, "from": norm_from},
-        "inference_parameters": sum(p.numel() for p in task.net.parameters()),
-        "training_parameters": sum(p.numel() for p in task.parameters()),
-        "config": asdict(cfg),
-        "hyper_parameters": json.loads(json.dumps(dict(task.hparams), default=list)),
-        "provenance": provenance.collect(asdict(cfg), cfg.seed),
-    }
-    oa, (lo, hi) = scores["overall_accuracy"], scores["overall_accuracy_ci95"]
+    result = Result(
+        model=init_label(cfg.init), task=cfg.method, dataset=cfg.dataset,
+        metrics={k: v for k, v in scores.items() if k != "n_test"}, n_train=len(train), n_test=int(scores["n_test"]),
+        extra={
+            "epochs": cfg.epochs, "steps": int(trainer.global_step), "train_seconds": round(train_seconds, 2),
+            "train_images_per_s": round(trainer.global_step * loader.batch_sampler.batch_size
+                                        / max(train_seconds, 1e-9), 1),
+            "test_seconds": round(test_seconds, 2), "final_train_metrics": last,
+            **({"resumed_from": str(resume_from)} if resume_from else {}),
+        },
+    )  # fmt: skip
+    meta = report_meta(
+        "scene_finetuning", asdict(cfg), cfg.seed, method=cfg.method, dataset=cfg.dataset,
+        train_ratio=_effective_train_ratio(cfg), init=task.init_source.describe(),
+        normalisation={"mean": mean, "std": std, "from": norm_from},
+        inference_parameters=sum(p.numel() for p in task.net.parameters()),
+        training_parameters=sum(p.numel() for p in task.parameters()), hyper_parameters=dict(task.hparams),
+    )  # fmt: skip
+    oa, (lo, hi) = scores["overall_accuracy"], scores["overall_accuracy_ci"]
     title = f"{cfg.method} on {cfg.dataset}: OA {100 * oa:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}] (n={len(labels)})"
     plot_confusion_matrix(scores["confusion_matrix"], list(train.classes), out / "confusion_matrix.png", title)
     if cfg.export:
         task.cpu()
         export_scene_classifier(task, out / "model.safetensors", source=f"rspretrain finetune --method {cfg.method}")
         export_backbone(task, out / "backbone.safetensors", source=f"rspretrain finetune --method {cfg.method}")
-    # metrics.json last: its presence marks a finished run (benchmarks skip such runs on re-run)
-    atomic_write_text(out / "metrics.json", json.dumps(payload, indent=2, default=_json_default) + "\n")
+    # The report last: its metrics.json marks a finished run (benchmarks skip such runs on re-run).
+    write_report(out, [result], meta, title=title)
     logger.info("%s", title)
-    return payload
+    return finetune_summary(meta, result)
+
+
+def init_label(init: str) -> str:
+    """A short model label for a fine-tuning init: ``random-init``, a pretraining run's folder name, a file stem."""
+    if init == "random":
+        return "random-init"
+    path = Path(init)
+    return path.parent.parent.name if path.parent.name == "checkpoints" and path.parent.parent.name else path.stem
+
+
+def finetune_summary(meta: dict[str, Any], result: Result) -> dict[str, Any]:
+    """One flat dict of a fine-tuning run's report (scores, timings, settings, provenance): what
+    :func:`run_finetune` returns and benchmarks tabulate."""
+    fields = {k: v for k, v in meta.items() if k not in ("task", "provenance")}
+    record = meta.get("provenance", {})
+    return {**result.metrics, **result.extra, **fields, "n_train": result.n_train, "n_test": result.n_test,
+            "seed": record.get("seed"), "config": record.get("config"), "provenance": record}
+
+
+def read_finetune_summary(path: str | Path) -> dict[str, Any]:
+    """:func:`finetune_summary` of a finished run's ``metrics.json``."""
+    meta, results = read_report(path)
+    return finetune_summary(meta, results[0])
 
 
 def _effective_train_ratio(cfg: FinetuneConfig) -> float | None:
@@ -300,13 +324,3 @@ def _effective_train_ratio(cfg: FinetuneConfig) -> float | None:
     if cfg.dataset == "eurosat":
         return None
     return DEFAULT_TRAIN_RATIO if cfg.train_ratio is None else cfg.train_ratio
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, (tuple, set)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")

@@ -25,20 +25,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import lightning as L
 import torch
 from torch import nn
 
-from rspretrain.core.errors import ConfigError
-from rspretrain.core.non_finite_loss import stop_if_not_finite
-from rspretrain.core.optim import SCHEDULES, OptimConfig, build_optimizer
+from rspretrain.core.config import build_dataclass
 from rspretrain.downstream.finetune.backbone_init import BackboneInit, choose_arch, resolve_init
 from rspretrain.nn.backbones import Backbone
 from rspretrain.nn.scene_classifier import SceneClassifier
+from rspretrain.training.backbone_module import DATA_DERIVED, BackboneModule
 from rspretrain.views.finetune_views import AugmentConfig, SceneClassificationViews
-
-#: Constructor arguments a task gets from the data, never from ``--model.key`` overrides.
-DATA_DERIVED = ("num_classes", "in_chans", "band_names", "mean", "std", "value_scale", "classes")
 
 #: Default optimiser of fine-tuning: SGD + momentum, cosine schedule with a short warm-up (our choice; see
 #: :mod:`rspretrain.downstream.finetune.run`).
@@ -48,8 +43,9 @@ FINETUNE_OPTIM: dict[str, Any] = {
 }  # fmt: skip
 
 
-class SceneClassificationTask(L.LightningModule):
-    """Fine-tune a backbone + linear classifier with cross-entropy.
+class SceneClassificationTask(BackboneModule):
+    """Fine-tune a backbone + linear classifier with cross-entropy (inputs, optimiser, logging, checkpoint stamp and
+    export metadata from :class:`~rspretrain.training.backbone_module.BackboneModule`).
 
     Args:
         num_classes: number of scene classes (from the data).
@@ -72,7 +68,8 @@ class SceneClassificationTask(L.LightningModule):
         augment: augmentation settings (:class:`rspretrain.views.finetune_views.AugmentConfig`).
     """
 
-    task_name: ClassVar[str] = "finetune"
+    method_name: ClassVar[str] = "finetune"
+    export_from: ClassVar[str] = "net"
     default_fusion: ClassVar[bool] = False
 
     def __init__(
@@ -99,17 +96,9 @@ class SceneClassificationTask(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.num_classes = int(num_classes)
-        self.band_names = tuple(band_names) if band_names is not None else None
         self.classes = list(classes) if classes is not None else None
-        self.mean = tuple(float(m) for m in (mean if mean is not None else [0.5] * in_chans))
-        self.std = tuple(float(s) for s in (std if std is not None else [0.25] * in_chans))
-        if len(self.mean) != in_chans or len(self.std) != in_chans:
-            raise ConfigError(f"mean/std have {len(self.mean)}/{len(self.std)} entries but in_chans is {in_chans}")
-        from rspretrain.core.config import build_dataclass
-
-        self.optim_cfg = build_dataclass(OptimConfig, {**FINETUNE_OPTIM, **(optim or {})}, "optim")
-        if self.optim_cfg.schedule not in SCHEDULES:
-            raise ConfigError(f"optim.schedule: {self.optim_cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        self.set_inputs(in_chans, band_names, mean, std, value_scale)
+        self.optim_cfg = self.optim_config(optim, FINETUNE_OPTIM)
         self.views = SceneClassificationViews(
             image_size, self.mean, self.std, value_scale, build_dataclass(AugmentConfig, augment or {}, "augment")
         )
@@ -144,11 +133,6 @@ class SceneClassificationTask(L.LightningModule):
 
         self.train_accuracy = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
 
-    def configure_optimizers(self):
-        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        optimizer, scheduler = build_optimizer(self, self.optim_cfg, total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
     # -- training ------------------------------------------------------------------------------------
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """``(total loss, inference-network logits, terms to log)`` of a standardised, augmented batch."""
@@ -159,13 +143,9 @@ class SceneClassificationTask(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = self.views.train_view(batch["image"]), batch["label"].long()
         loss, logits, logs = self.loss(x, y)
-        stop_if_not_finite(self, loss, logs)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_training_step(loss, logs)
         self.train_accuracy(logits.detach(), y)
         self.log("train/accuracy", self.train_accuracy, on_step=True, on_epoch=True, prog_bar=True)
-        for key, value in logs.items():
-            self.log(f"train/{key}", value)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         return loss
 
     # -- inference -----------------------------------------------------------------------------------
@@ -194,24 +174,12 @@ class SceneClassificationTask(L.LightningModule):
         """The fine-tuned backbone (for :func:`rspretrain.pretrain.export.export_backbone`)."""
         return self.net.backbone
 
+    def input_size(self) -> int:
+        return int(self.views.image_size)
+
     def export_metadata(self) -> dict[str, Any]:
-        """Band, normalisation and architecture metadata (the keys of :func:`rspretrain.pretrain.export.export_backbone`)."""
-        bb = self.net.backbone
-        size = self.views.image_size
-        return {
-            "arch": bb.arch,
-            "in_chans": bb.in_chans,
-            "timm_kwargs": bb.timm_kwargs,
-            "band_names": list(self.band_names) if self.band_names else None,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "value_scale": float(self.hparams.value_scale),
-            "input_size": [bb.in_chans, size, size],
-            "num_features": bb.num_features,
-            "method": self.task_name,
-            "exported_from": "net",
-            "init": self.init_source.describe(),
-        }
+        """The base metadata plus where the backbone started (``init``)."""
+        return {**super().export_metadata(), "init": self.init_source.describe()}
 
     def classifier_metadata(self) -> dict[str, Any]:
         """Everything :func:`rspretrain.pretrain.export.load_scene_classifier` needs to rebuild ``self.net``."""

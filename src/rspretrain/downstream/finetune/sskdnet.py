@@ -84,7 +84,7 @@ class SSKDNet(SceneClassificationTask):
         **kwargs: :class:`SceneClassificationTask` arguments.
     """
 
-    task_name = "sskdnet"
+    method_name = "sskdnet"
     default_fusion = True
 
     def __init__(

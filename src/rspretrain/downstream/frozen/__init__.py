@@ -7,7 +7,7 @@ Small parts, each usable alone:
 - :mod:`~rspretrain.downstream.frozen.linear_probe`: :func:`linear_probe_predict`, logistic regression on frozen features.
 - :mod:`~rspretrain.downstream.frozen.image_statistics`: :func:`image_statistics_features`, the colour-statistics baseline.
 - :mod:`~rspretrain.downstream.report.bootstrap`: :func:`bootstrap_accuracy`, accuracy with a percentile-bootstrap CI.
-- :mod:`~rspretrain.downstream.report.results`: :class:`EvalResult`, JSON, bar chart and Markdown table.
+- :mod:`~rspretrain.downstream.report` (:class:`Result`, :func:`write_report`): the one record and report writer.
 - :mod:`~rspretrain.downstream.frozen.scene_benchmark`: :func:`evaluate_scene_classification`, the whole benchmark.
 """
 
@@ -29,21 +29,15 @@ from rspretrain.downstream.frozen.scene_benchmark import (
     subsample_per_class,
 )
 from rspretrain.downstream.report.bootstrap import bootstrap_accuracy
-from rspretrain.downstream.report.results import (
-    BASELINE_MODEL,
-    EvalResult,
-    format_table,
-    plot_accuracy,
-    read_metrics_json,
-    write_metrics_json,
-)
+from rspretrain.downstream.report.record import BASELINE_MODEL, Result, format_table
+from rspretrain.downstream.report.writer import read_report, write_report
 
 __all__ = [
     "BASELINE_MODEL",
     "IMAGE_STATISTICS_NAMES",
     "PROTOCOLS",
+    "Result",
     "EncoderSpec",
-    "EvalResult",
     "SceneDataset",
     "SceneSubset",
     "bootstrap_accuracy",
@@ -55,11 +49,10 @@ __all__ = [
     "knn_predict",
     "linear_probe_predict",
     "load_scene_splits",
-    "plot_accuracy",
     "preprocess_images",
-    "read_metrics_json",
+    "read_report",
     "run_protocol",
     "scene_split_plan",
     "subsample_per_class",
-    "write_metrics_json",
+    "write_report",
 ]

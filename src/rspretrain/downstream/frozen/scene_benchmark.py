@@ -16,7 +16,6 @@ Splits (ours, deterministic; see ``shared/data/MANIFEST.md``):
 
 from __future__ import annotations
 
-import datetime
 import logging
 import os
 from collections.abc import Sequence
@@ -32,7 +31,8 @@ from rspretrain.downstream.frozen.image_statistics import image_statistics_featu
 from rspretrain.downstream.frozen.knn import knn_predict
 from rspretrain.downstream.frozen.linear_probe import linear_probe_predict
 from rspretrain.downstream.report.bootstrap import bootstrap_accuracy
-from rspretrain.downstream.report.results import BASELINE_MODEL, EvalResult, plot_accuracy, write_metrics_json
+from rspretrain.downstream.report.record import BASELINE_MODEL, Result
+from rspretrain.downstream.report.writer import report_meta, write_report
 
 __all__ = [
     "PROTOCOLS",
@@ -195,7 +195,7 @@ def evaluate_scene_classification(
     linear_C: float = 1.0,
     n_resamples: int = 1000,
     progress: bool = True,
-) -> list[EvalResult]:
+) -> list[Result]:
     """Score frozen encoders on scene-classification datasets with kNN and linear-probe protocols.
 
     Args:
@@ -203,8 +203,8 @@ def evaluate_scene_classification(
         datasets: Dataset names: ``"eurosat"``, ``"ucmerced"``, ``"folder:PATH"``.
         protocols: Subset of ``("knn", "linear")``.
         root: Data root for ``rspretrain.data.build_dataset`` (None: its default).
-        out_dir: If given, ``metrics.json`` (rewritten after every model, so a crash keeps finished scores) and
-            ``accuracy.png`` are written there.
+        out_dir: If given, the report (:func:`~rspretrain.downstream.report.writer.write_report`: ``metrics.json``
+            rewritten after every model so a crash keeps finished scores, then ``results.md`` and ``scores.png``).
         max_train_per_class: Keep only the first n training images per class (quick runs); the test set is whole.
         batch_size: Images per encoder forward pass.
         device: Device for feature extraction.
@@ -217,7 +217,7 @@ def evaluate_scene_classification(
         progress: Show tqdm bars during feature extraction.
 
     Returns:
-        One :class:`EvalResult` per (dataset, model, protocol), datasets outermost, the baseline first per dataset.
+        One :class:`~rspretrain.downstream.report.record.Result` per (dataset, model, protocol; the task is the protocol), datasets outermost, the baseline first per dataset.
 
     Raises:
         ConfigError: Unknown protocol or dataset, duplicate model names, nothing to evaluate.
@@ -240,24 +240,18 @@ def evaluate_scene_classification(
         raise ConfigError(f"max_train_per_class must be >= 1, got {max_train_per_class}")
 
     out_path = Path(out_dir) if out_dir is not None else None
-    from rspretrain import __version__
-
-    meta: dict[str, Any] = {
-        "task": "scene_classification",
+    settings: dict[str, Any] = {
         "datasets": list(datasets),
         "protocols": list(protocols),
         "models": ([BASELINE_MODEL] if include_image_statistics else []) + names,
         "max_train_per_class": max_train_per_class,
-        "seed": seed,
         "knn": {"k": knn_k, "temperature": knn_temperature},
         "linear": {"C": linear_C, "solver": "lbfgs", "standardised": True},
         "bootstrap": {"n_resamples": n_resamples, "confidence": 0.95},
         "device": str(device),
-        "rspretrain_version": __version__,
-        "torch_version": torch.__version__,
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    results: list[EvalResult] = []
+    meta = report_meta("scene_classification", settings, seed, **settings) if out_path is not None else {}
+    results: list[Result] = []
 
     def score(model: str, dataset_name: str, train: tuple, test: tuple, num_classes: int, extra: dict) -> None:
         (train_x, train_y), (test_x, test_y) = train, test
@@ -267,7 +261,7 @@ def evaluate_scene_classification(
             )
             acc, lo, hi = bootstrap_accuracy(pred == test_y, n_resamples=n_resamples, seed=seed)
             settings = {"k": knn_k, "temperature": knn_temperature} if protocol == "knn" else {"C": linear_C}
-            result = EvalResult(
+            result = Result.accuracy(
                 model, dataset_name, protocol, acc, lo, hi, len(train_y), len(test_y),
                 {**settings, "feature_dim": int(train_x.shape[1]), **extra},
             )  # fmt: skip
@@ -277,7 +271,7 @@ def evaluate_scene_classification(
                 dataset_name, model, protocol, 100 * acc, 100 * lo, 100 * hi, len(train_y), len(test_y),
             )  # fmt: skip
         if out_path is not None:
-            write_metrics_json(results, out_path / "metrics.json", meta)
+            write_report(out_path, results, meta, final=False)
 
     for dataset_name in datasets:
         logger.info("%s: building train/test splits", dataset_name)
@@ -299,8 +293,7 @@ def evaluate_scene_classification(
             score(spec.name, dataset_name, train, test, num_classes, {"image_size": spec.image_size})
 
     if out_path is not None:
-        write_metrics_json(results, out_path / "metrics.json", meta)
-        plot_accuracy(results, out_path / "accuracy.png", title="Scene classification (frozen features)")
-        logger.info("wrote %s and %s", out_path / "metrics.json", out_path / "accuracy.png")
+        write_report(out_path, results, meta, title="Scene classification (frozen features)")
+        logger.info("wrote %s, %s and %s", out_path / "metrics.json", out_path / "results.md", out_path / "scores.png")
     logger.info("scene classification: %d results", len(results))
     return results

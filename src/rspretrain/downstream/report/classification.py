@@ -46,7 +46,7 @@ def classification_scores(
     present = per_class[~np.isnan(per_class)]
     return {
         "overall_accuracy": oa,
-        "overall_accuracy_ci95": [lo, hi],
+        "overall_accuracy_ci": [lo, hi],
         "mean_per_class_accuracy": float(present.mean()) if present.size else None,
         "per_class_accuracy": {c: (None if np.isnan(a) else float(a)) for c, a in zip(classes, per_class)},
         "per_class_support": {c: int(s) for c, s in zip(classes, support)},

@@ -12,24 +12,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-import lightning as L
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from rspretrain.core.bands import rgb_indices
-from rspretrain.core.errors import ConfigError
-from rspretrain.core.non_finite_loss import stop_if_not_finite
-from rspretrain.core.optim import SCHEDULES, OptimConfig, build_optimizer
+from rspretrain.core.config import build_dataclass
 from rspretrain.nn.backbones import Backbone
+from rspretrain.training.backbone_module import DATA_DERIVED, BackboneModule
 from rspretrain.views.moco_v2 import MoCoV2Views, ViewsConfig
 
-#: Hyperparameters a run config's ``model:`` section may not set: they come from the data.
-DATA_DERIVED = ("in_chans", "band_names", "mean", "std", "value_scale", "num_classes", "class_names")
+__all__ = ["DATA_DERIVED", "PretrainMethod"]
 
 
-class PretrainMethod(L.LightningModule):
-    """Base LightningModule of the pretraining methods.
+class PretrainMethod(BackboneModule):
+    """Base LightningModule of the pretraining methods (inputs, optimiser, logging, checkpoint stamp and export
+    metadata come from :class:`~rspretrain.training.backbone_module.BackboneModule`).
 
     Args:
         backbone: timm architecture name.
@@ -45,11 +43,8 @@ class PretrainMethod(L.LightningModule):
             ``drop_path_rate``, ``window_size``); saved in exports, so the backbone reloads as built.
     """
 
-    method_name: ClassVar[str] = "base"
     #: The dataclass of the ``views:`` config section: each method's view recipe has its own defaults.
     views_config_class: ClassVar[type] = ViewsConfig
-    #: Which network the exported backbone comes from ("student" or "teacher").
-    export_from: ClassVar[str] = "student"
     #: The shipped config a bare method name runs with (``benchmark --runs NAME``); None if there is none.
     default_config: ClassVar[str | None] = None
     #: Overrides of ``default_config`` that make it a seconds-long run on the bundled data (tiny splits, queues and
@@ -70,15 +65,9 @@ class PretrainMethod(L.LightningModule):
         backbone_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.mean = tuple(float(m) for m in (mean if mean is not None else [0.5] * in_chans))
-        self.std = tuple(float(s) for s in (std if std is not None else [0.25] * in_chans))
-        if len(self.mean) != in_chans or len(self.std) != in_chans:
-            raise ConfigError(f"mean/std have {len(self.mean)}/{len(self.std)} entries but in_chans is {in_chans}")
-        self.band_names = tuple(band_names) if band_names is not None else None
-        self.optim_cfg = _section(OptimConfig, optim, "optim")
-        if self.optim_cfg.schedule not in SCHEDULES:
-            raise ConfigError(f"optim.schedule: {self.optim_cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        self.views_cfg = _section(self.views_config_class, views, "views")
+        self.set_inputs(in_chans, band_names, mean, std, value_scale)
+        self.optim_cfg = self.optim_config(optim)
+        self.views_cfg = build_dataclass(self.views_config_class, views or {}, "views")
         self.student = nn.ModuleDict(
             {"backbone": Backbone(backbone, in_chans=in_chans, image_size=image_size, timm_kwargs=backbone_kwargs)}
         )
@@ -110,27 +99,12 @@ class PretrainMethod(L.LightningModule):
     # -- Lightning ---------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logs = self.loss_from_views(self.make_views(batch), batch)
-        stop_if_not_finite(self, loss, logs)
-        self.log("train/loss", loss, prog_bar=True)
-        for key, value in logs.items():
-            self.log(f"train/{key}", value)
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        self.log_training_step(loss, logs)
         return loss
 
-    def configure_optimizers(self):
-        # The schedule reads its length at every step: a TimeBudget callback may fit it later.
-        self.schedule_total_steps = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        optimizer, scheduler = build_optimizer(self.student, self.optim_cfg, lambda: self.schedule_total_steps)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        from rspretrain import __version__
-
-        checkpoint["rspretrain"] = {
-            "method": self.method_name,
-            "version": __version__,
-            "provenance": getattr(self, "provenance", None),
-        }
+    def optimised_module(self) -> nn.Module:
+        """Only the student trains (teachers follow by EMA, queues are buffers)."""
+        return self.student
 
     # -- monitors and export -------------------------------------------------------------------------
     @staticmethod
@@ -148,24 +122,5 @@ class PretrainMethod(L.LightningModule):
         """The network whose weights are exported (the student by default)."""
         return self.backbone
 
-    def export_metadata(self) -> dict[str, Any]:
-        bb = self.backbone
-        return {
-            "arch": bb.arch,
-            "in_chans": bb.in_chans,
-            "timm_kwargs": bb.timm_kwargs,
-            "band_names": list(self.band_names) if self.band_names else None,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "value_scale": float(self.hparams.get("value_scale", 255.0)),
-            "input_size": [bb.in_chans, self.views.image_size, self.views.image_size],
-            "num_features": bb.num_features,
-            "method": self.method_name,
-            "exported_from": self.export_from,
-        }
-
-
-def _section(cls, values: dict[str, Any] | None, name: str):
-    from rspretrain.core.config import build_dataclass
-
-    return build_dataclass(cls, values or {}, name)
+    def input_size(self) -> int:
+        return int(self.views.image_size)

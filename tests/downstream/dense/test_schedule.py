@@ -4,7 +4,7 @@ import timm
 import torch
 
 from rspretrain.core.errors import ConfigError
-from rspretrain.downstream.dense.training import (
+from rspretrain.downstream.dense.schedule import (
     DenseSchedule,
     build_dense_optimizer,
     crop_size_for,
@@ -13,7 +13,6 @@ from rspretrain.downstream.dense.training import (
     steps_for,
 )
 from rspretrain.downstream.frozen.features import EncoderSpec
-from rspretrain.downstream.report.dense import DenseResult, format_dense_table, plot_dense_metrics
 from rspretrain.nn.backbones import Backbone
 
 
@@ -59,17 +58,3 @@ def test_frozen_backbone_has_no_optimizer_group_and_warmup_then_cosine():
         opt.step()
         sched.step()
     assert opt.param_groups[0]["lr"] < 1e-5
-
-
-def test_dense_table_and_plot(tmp_path):
-    results = [
-        DenseResult("random-init", "segmentation", "dubai", {"miou": 0.3, "miou_ci": [0.25, 0.35],
-                                                            "pixel_accuracy": 0.7}, 36, 9),
-        DenseResult("moco", "segmentation", "dubai", {"miou": 0.4, "miou_ci": [0.3, 0.5], "pixel_accuracy": 0.8}, 36, 9),
-        DenseResult("moco", "detection", "neon", {"ap50": 0.12, "ap": -1.0}, 3, 3),
-    ]
-    table = format_dense_table(results)
-    assert "| moco | 40.0 [30.0, 50.0] | 80.0 | 12.0 | - |" in table
-    assert "| random-init | 30.0 [25.0, 35.0] | 70.0 | - | - |" in table
-    assert plot_dense_metrics(results, tmp_path / "p.png").stat().st_size > 1000
-    assert DenseResult.from_dict(results[0].to_dict()) == results[0]

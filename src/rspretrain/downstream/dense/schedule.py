@@ -1,4 +1,4 @@
-"""What the dense tasks share: the schedule, band checks, the encoder copy, random crops, the training loop.
+"""What the dense tasks share: the schedule, band checks, the encoder copy, random crops, the optimiser.
 
 The protocol is the one of the pretraining papers' dense transfer experiments (MoCo: He et al. 2020, Sec. 4.2;
 GeRSP / CMID / SSKDNet downstream tables): the pretrained backbone initialises the encoder of a standard dense model
@@ -12,29 +12,26 @@ BEiT / MAE segmentation fine-tuning), linear warm-up over the first 5 % of steps
 schedule of :func:`rspretrain.core.optim.lr_multiplier`); random square crops with the eight dihedral flips / rotations
 (remote-sensing images have no canonical up); an "epoch" is ``crops_per_image`` crops per training image.
 
-The loop is a plain PyTorch loop with a tqdm bar rather than a Lightning Trainer: these are minutes-long,
-single-device probes where the Trainer's start-up would cost as much as a one-epoch test run.
+Training goes through the one Lightning harness (:class:`~rspretrain.downstream.dense.dense_task.DenseTask`,
+:mod:`rspretrain.training.trainer`); ``benchmarks/dense_harness.py`` measures what that costs against a plain loop.
 """
 
 from __future__ import annotations
 
 import copy
-import datetime
 import logging
 import math
 import os
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from rspretrain.core.bands import check_bands
-from rspretrain.core.errors import ConfigError, NonFiniteLossError
+from rspretrain.core.errors import ConfigError
 from rspretrain.core.optim import OptimConfig, lr_multiplier
 from rspretrain.downstream.frozen.features import EncoderSpec
 from rspretrain.nn.backbones import is_transformer
@@ -45,11 +42,10 @@ __all__ = [
     "build_dense_optimizer",
     "check_data_bands",
     "check_dense_inputs",
-    "run_meta",
     "crop_size_for",
     "encoder_pyramid",
     "random_crop_batch",
-    "train_dense_model",
+    "steps_for",
     "value_scale_for",
 ]
 
@@ -73,7 +69,8 @@ class DenseSchedule:
         decoder_channels: width of the UPerNet decoder / FPN.
         overlap: sliding-window overlap in pixels at test time (None: a quarter of the window).
         seed: seed of crops, augmentation and head initialisation.
-        device: torch device.
+        device: torch device (``cpu``, ``cuda``, ``cuda:N``).
+        precision: Lightning precision of training (``32-true``, ``bf16-mixed``, ``16-mixed``).
         progress: show progress bars.
     """
 
@@ -90,6 +87,7 @@ class DenseSchedule:
     overlap: int | None = None
     seed: int = 0
     device: str = "cpu"
+    precision: str = "32-true"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -106,6 +104,11 @@ class DenseSchedule:
             raise ConfigError(f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction}")
         if self.overlap is not None and not 0 <= self.overlap < self.crop_size:
             raise ConfigError(f"overlap must lie in [0, crop_size), got {self.overlap}")
+        from rspretrain.training.trainer import PRECISIONS, trainer_device
+
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        trainer_device(self.device)  # an unknown device fails here, not after data loading
 
     def window_overlap(self, window: int) -> int:
         return self.overlap if self.overlap is not None and self.overlap < window else window // 4
@@ -154,16 +157,6 @@ def check_dense_inputs(
         n, bands = raster_inputs_info([raster])
         check_data_bands(specs[0], bands, n, str(raster))
     return names
-
-
-def run_meta(task: str, **fields: Any) -> dict[str, Any]:
-    """The ``meta`` block of a dense task's ``metrics.json``: the task's fields plus versions and time."""
-    from rspretrain import __version__
-
-    return {
-        "task": task, **fields, "rspretrain_version": __version__, "torch_version": torch.__version__,
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def encoder_arch(encoder: nn.Module) -> str | None:
@@ -255,64 +248,6 @@ def random_crop_batch(
     return [torch.from_numpy(np.stack(arrays)) for arrays in out]
 
 
-def train_dense_model(
-    model: nn.Module,
-    loss_of_batch: Callable[[Any], tuple[torch.Tensor, dict[str, float]]],
-    batches: Callable[[], Iterator[Any]],
-    steps_per_epoch: int,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    schedule: DenseSchedule,
-    description: str,
-) -> dict[str, Any]:
-    """Run ``schedule.epochs`` epochs of ``steps_per_epoch`` steps; returns the loss history and the time taken.
-
-    Args:
-        model: the model (put in train mode here; a frozen backbone stays in eval mode).
-        loss_of_batch: batch -> (loss, terms to log).
-        batches: returns a fresh iterator of batches (at least ``steps_per_epoch`` of them) for each epoch.
-        steps_per_epoch: optimiser steps per epoch.
-        optimizer, scheduler: from :func:`build_dense_optimizer` (the scheduler is stepped every step).
-        schedule: epochs and progress setting.
-        description: progress-bar label.
-
-    Raises:
-        NonFiniteLossError: the loss became NaN or infinite (the step and the terms are named).
-    """
-    model.train()
-    history: list[float] = []
-    step = 0
-    started = time.perf_counter()
-    total = schedule.epochs * steps_per_epoch
-    with tqdm(total=total, desc=description, unit="step", disable=not schedule.progress, leave=False) as bar:
-        for epoch in range(schedule.epochs):
-            losses = []
-            iterator = batches()
-            for _ in range(steps_per_epoch):
-                batch = next(iterator)
-                loss, terms = loss_of_batch(batch)
-                if not torch.isfinite(loss):
-                    shown = ", ".join(f"{k}={v:.4g}" for k, v in terms.items())
-                    raise NonFiniteLossError(f"{description}: step {step}: loss is {float(loss)} ({shown}); stopping")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                losses.append(float(loss.detach()))
-                step += 1
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}")
-            history.append(float(np.mean(losses)))
-            logger.info("%s: epoch %d/%d, mean loss %.4f", description, epoch + 1, schedule.epochs, history[-1])
-    return {"loss_per_epoch": history, "steps": step, "train_seconds": round(time.perf_counter() - started, 2)}
-
-
 def steps_for(n_images: int, schedule: DenseSchedule) -> int:
     """Optimiser steps per epoch: ``crops_per_image`` crops per training image, in batches."""
     return max(1, math.ceil(n_images * schedule.crops_per_image / schedule.batch_size))
-
-
-def seed_everything(seed: int) -> np.random.Generator:
-    """Seed torch (head initialisation, dropout) and return a numpy generator for crops."""
-    torch.manual_seed(seed)
-    return np.random.default_rng(seed)

@@ -1,0 +1,223 @@
+"""The one Lightning harness every training run goes through: pretraining, fine-tuning and the dense tasks.
+
+:func:`build_trainer` turns a :class:`TrainerConfig` into a ``lightning.Trainer`` with what every run gets from one
+place: accelerator / devices / nodes / strategy (DDP), precision (``bf16-mixed``, ``16-mixed``), a progress bar,
+CSV + TensorBoard logs under ``<out>/logs``, atomic checkpoints (:class:`~rspretrain.core.checkpoint_io.
+AtomicCheckpointIO`) at ``<out>/checkpoints/last.ckpt`` every ``ckpt_every_n_steps`` steps and at the end, an optional
+time budget (:class:`~rspretrain.core.time_budget.TimeBudget`) and, through the modules, the non-finite-loss stop
+(:func:`~rspretrain.core.non_finite_loss.stop_if_not_finite`). :func:`resume_checkpoint` finds what ``--resume``
+continues from; :func:`fit` trains and writes the final checkpoint.
+
+Lightning's start-up is not a reason for a hand-written loop: ``benchmarks/dense_harness.py`` times one dense epoch
+through this harness next to a plain PyTorch loop over the same module and batches.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from rspretrain.core.checkpoint_io import AtomicCheckpointIO
+from rspretrain.core.errors import ConfigError, DataError
+from rspretrain.core.time_budget import CLOCKS, TimeBudget
+
+__all__ = ["TrainerConfig", "build_trainer", "fit", "resume_checkpoint", "trainer_device"]
+
+log = logging.getLogger("rspretrain")
+
+# Our step-keyed data orders (StepIndexedBatchSampler, StepBatches) resume by themselves from the restored global
+# step; Lightning cannot see that, so its "dataloader is not resumable" warning would mislead.
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+# Our batches are built in the main process on purpose (they are drawn from a step-keyed generator, not read).
+warnings.filterwarnings("ignore", message=r".*does not have many workers which may be a bottleneck.*")
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined.*")
+# A frozen backbone is in eval mode on purpose (BatchNorm keeps its running statistics; see FeaturePyramid).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training.*")
+
+#: Lightning's precision settings.
+PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16",
+              "transformer-engine", "transformer-engine-float16")
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings and the run directory (the ``trainer:`` section of every training config).
+
+    Attributes:
+        max_steps: optimiser steps (a run whose length is in epochs sets this from them).
+        max_time_minutes: hard wall-clock stop.
+        budget_minutes: train for this budget with a schedule fitted to the steps that fit
+            (:class:`~rspretrain.core.time_budget.TimeBudget`).
+        budget_clock: ``wall`` or ``cpu`` (process CPU time: fair on a shared machine).
+        out_dir: the run folder (checkpoints, logs, config, provenance).
+        ckpt_every_n_steps: atomic ``checkpoints/last.ckpt`` every so many steps (and at the end).
+        log_every_n_steps: logging cadence.
+        accelerator, devices, num_nodes, strategy, precision: as ``lightning.Trainer``.
+        channels_last: backbone weights and inputs in NHWC.
+        compile: a ``torch.compile`` backend for the backbones (``""``: off).
+        progress_bar: show the progress bar.
+    """
+
+    max_steps: int = 1000
+    max_time_minutes: float | None = None
+    budget_minutes: float | None = None
+    budget_clock: str = "wall"
+    out_dir: str | None = None
+    ckpt_every_n_steps: int = 100
+    log_every_n_steps: int = 10
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    channels_last: bool = False
+    compile: str = ""
+    progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.budget_clock not in CLOCKS:
+            raise ConfigError(f"trainer.budget_clock: {self.budget_clock!r} is not one of {', '.join(CLOCKS)}")
+        for name in ("max_steps", "ckpt_every_n_steps", "log_every_n_steps", "devices", "num_nodes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"trainer.{name} must be a positive integer, got {value!r}")
+
+
+def trainer_device(device: str) -> tuple[str, int | list[int]]:
+    """``(accelerator, devices)`` of a torch device string: ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``."""
+    kind, _, index = str(device).partition(":")
+    accelerators = {"cpu": "cpu", "cuda": "gpu", "gpu": "gpu", "mps": "mps", "auto": "auto"}
+    if kind not in accelerators or (index and not index.isdigit()):
+        raise ConfigError(f"device {device!r} is not one of cpu, cuda, cuda:N, mps, auto")
+    return accelerators[kind], [int(index)] if index else 1
+
+
+def resume_checkpoint(out: Path, resume: bool | str | Path | None) -> Path | None:
+    """The checkpoint ``--resume`` continues from: the given file, or ``<out>/checkpoints/last.ckpt``; None if not
+    resuming. A missing file is a :class:`DataError` naming it (a silent fresh start would repeat work unnoticed)."""
+    if not resume:
+        return None
+    path = Path(resume) if isinstance(resume, (str, Path)) else out / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise DataError(f"{path}: no checkpoint to resume from")
+    return path
+
+
+def build_trainer(
+    cfg: TrainerConfig,
+    out: Path | None,
+    *,
+    max_epochs: int | None = None,
+    callbacks: Sequence[L.Callback] = (),
+    resume_from: Path | None = None,
+    tensorboard: bool = True,
+    use_distributed_sampler: bool = False,
+    accelerator: str | None = None,
+    devices: int | list[int] | None = None,
+) -> L.Trainer:
+    """A ``lightning.Trainer`` for ``cfg``, logging and checkpointing under ``out``.
+
+    Args:
+        cfg: the settings; ``cfg.max_steps`` bounds the run (with ``max_epochs`` when it is counted in epochs).
+        out: the run folder; None: no logs and no checkpoints (an in-memory probe).
+        max_epochs: epochs (None: steps only).
+        callbacks: added after the harness's own.
+        resume_from: the checkpoint a run resumes from (its CSV log keeps the rows before that step).
+        tensorboard: also write TensorBoard events.
+        use_distributed_sampler: let Lightning shard a map-style dataset (False: our samplers shard themselves).
+        accelerator, devices: override ``cfg``'s (e.g. from a ``device`` string, see :func:`trainer_device`).
+    """
+    callbacks = list(callbacks)
+    max_minutes = cfg.max_time_minutes
+    if cfg.budget_minutes:
+        # Equal wall-clock budget: max_steps becomes an upper bound; the steps that fit are measured.
+        callbacks.append(TimeBudget(cfg.budget_minutes, clock=cfg.budget_clock))
+        # The hard stop is wall-clock: for a CPU-time budget it only guards against a hung run.
+        hard_stop = cfg.budget_minutes * (1.1 if cfg.budget_clock == "wall" else 4.0) + 0.5
+        max_minutes = min(max_minutes, hard_stop) if max_minutes else hard_stop
+    loggers: list = []
+    plugins: list = []
+    if out is not None:
+        loggers = [_csv_logger(out, resume_from)]
+        if tensorboard:
+            loggers.append(TensorBoardLogger(out, name="logs", version=""))
+        callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="last",
+                                         every_n_train_steps=cfg.ckpt_every_n_steps, save_top_k=1,
+                                         enable_version_counter=False))
+        plugins = [AtomicCheckpointIO()]
+    return L.Trainer(
+        max_steps=cfg.max_steps,
+        max_epochs=max_epochs if max_epochs is not None else -1,
+        max_time=timedelta(minutes=max_minutes) if max_minutes else None,
+        accelerator=accelerator or cfg.accelerator,
+        devices=devices if devices is not None else cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=plugins or None,
+        enable_checkpointing=out is not None,
+        use_distributed_sampler=use_distributed_sampler,
+        log_every_n_steps=cfg.log_every_n_steps,
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        default_root_dir=out,
+    )
+
+
+def fit(trainer: L.Trainer, module: L.LightningModule, out: Path | None, resume_from: Path | None = None,
+        **fit_kwargs) -> Path | None:
+    """``trainer.fit`` (continuing ``resume_from`` when given), then the final checkpoint
+    ``<out>/checkpoints/last.ckpt``; returns its path (None without ``out``)."""
+    trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None, **fit_kwargs)
+    if out is None:
+        return None
+    final = out / "checkpoints" / "last.ckpt"
+    periodic = trainer.checkpoint_callback
+    # The periodic checkpoint may already hold the last step (runs whose length is a multiple of the cadence);
+    # writing the same state again would cost a second full write.
+    if getattr(periodic, "_last_global_step_saved", None) != trainer.global_step or not final.is_file():
+        trainer.save_checkpoint(final)
+    if trainer.is_global_zero:
+        log.info("final checkpoint: %s (step %d)", final, trainer.global_step)
+    return final
+
+
+def _csv_logger(out: Path, resume_from: Path | None) -> CSVLogger:
+    """``logs/metrics.csv``; on resume it keeps the rows of the steps the checkpoint holds.
+
+    Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts; a resumed run
+    would lose its history. The rows logged before the checkpoint's step are read first and
+    written back (rows after it were lost with the kill and are logged again).
+    """
+    logger = CSVLogger(out, name="logs", version="")
+    path = Path(logger.log_dir) / "metrics.csv"
+    if resume_from is None or not path.is_file() or rank_zero_only.rank != 0:
+        return logger
+    step = int(torch.load(resume_from, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        keys, rows = list(reader.fieldnames or []), [r for r in reader if r.get("step") and int(r["step"]) < step]
+    writer = logger.experiment  # this removes the old file
+    with open(writer.metrics_file_path, "w", newline="") as f:
+        out_csv = csv.DictWriter(f, fieldnames=keys)
+        out_csv.writeheader()
+        out_csv.writerows(rows)
+    writer.metrics_keys = keys
+    return logger
