@@ -242,7 +242,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(f"overall accuracy: {100 * result['overall_accuracy']:.2f} % [{100 * lo:.1f}, {100 * hi:.1f}] "
           f"(n_test={result['n_test']}); mean per-class accuracy {100 * result['mean_per_class_accuracy']:.2f} %")
     print(f"metrics: {Path(out) / 'metrics.json'}")
-    print(f"plot:    {Path(out) / 'confusion_matrix.png'}")
+    print(f"table:   {Path(out) / 'results.md'}")
+    print(f"plots:   {Path(out) / 'confusion_matrix.png'}, {Path(out) / 'scores.png'}")
     return 0
 
 

@@ -214,6 +214,10 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None, cal
     from rspretrain.pretrain.export import export_backbone, export_scene_classifier
     from rspretrain.training.trainer import TrainerConfig, build_trainer, fit, resume_checkpoint
 
+    from rspretrain.training.trainer import PRECISIONS
+
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision: {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1, got {cfg.epochs} and {cfg.batch_size}")
     task_cls = get_task(cfg.method)
