@@ -39,9 +39,9 @@ def test_missing_checkpoint_for_evaluate_and_debug_shows_traceback(tmp_path):
 
 
 def test_split_pretrain_args():
-    method, config, resume, overrides = split_pretrain_args(
-        ["moco", "--config", "c.yaml", "--optim.lr", "0.1", "--resume"])
-    assert (method, config, resume, overrides) == ("moco", "c.yaml", True, ["--optim.lr", "0.1"])
+    method, configs, resume, overrides = split_pretrain_args(
+        ["moco", "--config", "c.yaml", "--optim.lr", "0.1", "-c=d.yaml", "--resume"])
+    assert (method, configs, resume, overrides) == ("moco", ["c.yaml", "d.yaml"], True, ["--optim.lr", "0.1"])
     assert split_pretrain_args(["--resume", "x.ckpt", "--a=1"])[2:] == ("x.ckpt", ["--a=1"])
 
 

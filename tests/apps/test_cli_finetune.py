@@ -2,17 +2,30 @@
 import numpy as np
 import torch
 
-from rspretrain.apps.cli import main, split_section_overrides
+from rspretrain.apps.cli import main, parse_command_line
 from rspretrain.downstream.finetune.run import load_finetune_splits, read_finetune_summary
 from rspretrain.pretrain.export import load_scene_classifier
 from rspretrain.views.finetune_views import SceneClassificationViews
 
 
-def test_split_section_overrides():
-    rest, overrides = split_section_overrides(
-        ["--method", "sskdnet", "--model.kd_weight", "0", "--optim.lr=0.1", "--epochs", "2"], ("model", "optim"))
-    assert rest == ["--method", "sskdnet", "--epochs", "2"]
-    assert overrides == ["--model.kd_weight", "0", "--optim.lr=0.1"]
+def test_finetune_options_come_from_config_files_and_section_overrides(tmp_path, capsys):
+    import pytest
+    import yaml
+
+    config = tmp_path / "finetune.yaml"
+    config.write_text("method: sskdnet\nepochs: 2\ntrain_ratio: 0.5\nmodel: {kd_weight: 0.5}\n")
+    args = parse_command_line(["finetune", "--config", str(config), "--model.kd_weight", "0", "--optim.lr=0.1",
+                               "--epochs", "3"])
+    assert (args.command, args.method, args.epochs, args.train_ratio) == ("finetune", "sskdnet", 3, 0.5)
+    assert args.model == {"kd_weight": 0} and args.optim == {"lr": 0.1} and args.augment == {}
+    with pytest.raises(SystemExit) as stop:
+        parse_command_line(["finetune", "--config", str(config), "--print_config"])
+    assert stop.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["method"] == "sskdnet" and printed["model"] == {"kd_weight": 0.5} and printed["epochs"] == 2
+    assert main(["finetune", "--epochs", "many"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "epochs" in err and "many" in err
 
 
 def test_finetune_one_epoch_on_real_ucmerced(tmp_path, data_root, capsys):

@@ -45,3 +45,84 @@ def test_parse_overrides_forms():
     assert parse_overrides(["--a.b", "3", "--c=true", "--d", "x,y"]) == {"a.b": 3, "c": True, "d": "x,y"}
     with pytest.raises(ConfigError):
         parse_overrides(["--a.b"])
+
+
+def test_configs_compose_in_order_and_overrides_win(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text("method: moco\ndata: {batch_size: 16, max_per_class: 4}\noptim: {lr: 0.1}\n")
+    small = tmp_path / "small.yaml"
+    small.write_text("data: {batch_size: 8}\ntrainer: {max_steps: 7}\n")
+    cfg = load_config([base, small], ["--optim.lr", "0.2"])
+    assert (cfg.data.batch_size, cfg.data.max_per_class, cfg.trainer.max_steps, cfg.optim.lr) == (8, 4, 7, 0.2)
+    cfg = load_config(["moco_resnet18_eurosat", small])  # a shipped name composes with a file
+    assert cfg.model["queue_size"] == 4096 and cfg.data.batch_size == 8
+
+
+def test_print_config_prints_the_whole_run_and_reads_back(tmp_path, capsys):
+    import yaml
+
+    from rspretrain.apps.cli import main
+
+    assert main(["pretrain", "cmid", "--config", "cmid_resnet18_eurosat", "--trainer.gradient_clip_val", "0.5",
+                 "--print_config"]) == 0
+    printed = capsys.readouterr().out
+    shown = yaml.safe_load(printed)
+    assert shown["method"] == "cmid" and shown["trainer"]["gradient_clip_val"] == 0.5
+    assert "mim_weight" in shown["model"]  # the method's defaults are shown, not only what the file sets
+    path = tmp_path / "printed.yaml"
+    path.write_text(printed)
+    again = load_config(path)
+    original = load_config("cmid_resnet18_eurosat", {"trainer.gradient_clip_val": 0.5})
+    assert again.trainer == original.trainer and again.data == original.data and again.optim == original.optim
+    assert {k: again.model[k] for k in original.model} == original.model
+
+
+def test_any_trainer_argument_and_callbacks_and_loggers_by_class_path(tmp_path):
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import CSVLogger
+
+    from rspretrain.training.trainer import build_trainer
+
+    cfg = load_config("moco_resnet18_eurosat", [
+        "--trainer.gradient_clip_val", "1.0", "--trainer.accumulate_grad_batches", "2",
+        "--trainer.callbacks+=LearningRateMonitor", "--trainer.callbacks.logging_interval", "step",
+        f"--trainer.logger={{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {{save_dir: {tmp_path}/mine}}}}",
+    ])
+    assert cfg.trainer.lightning["gradient_clip_val"] == 1.0
+    trainer = build_trainer(cfg.trainer, tmp_path / "run")
+    assert trainer.gradient_clip_val == 1.0 and trainer.accumulate_grad_batches == 2
+    (monitor,) = [c for c in trainer.callbacks if isinstance(c, LearningRateMonitor)]
+    assert monitor.logging_interval == "step"
+    assert [lg.save_dir for lg in trainer.loggers if isinstance(lg, CSVLogger)] == [str(tmp_path / "run"),
+                                                                                    f"{tmp_path}/mine"]
+    not_a_callback = [{"class_path": "collections.OrderedDict"}]
+    with pytest.raises(ConfigError, match='"trainer.callbacks"'):
+        load_config(None, {"trainer.callbacks": not_a_callback})
+    from rspretrain.training.trainer import TrainerConfig
+
+    with pytest.raises(ConfigError, match="trainer.callbacks: collections.OrderedDict is not a Callback"):
+        build_trainer(TrainerConfig(lightning={"callbacks": not_a_callback}), None)
+
+
+def test_precision_and_datamodule_errors_are_one_line_naming_the_key():
+    with pytest.raises(ConfigError, match=r'"trainer\.precision".*Given value: bf17') as err:
+        load_config("moco_resnet18_eurosat", {"trainer.precision": "bf17"})
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"\"datamodule\".*No module named 'nope'"):
+        load_config("moco_resnet18_eurosat", {"datamodule": {"class_path": "nope.X"}})
+    with pytest.raises(ConfigError, match="method: cannot import 'nope.Method'"):
+        load_config(None, {"method": "nope.Method"})
+
+
+def test_a_runs_saved_config_reads_back_as_the_same_run(tmp_path, data_root):
+    from rspretrain.pretrain.run import pretrain
+
+    out = tmp_path / "run"
+    overrides = {"data.root": str(data_root), "data.max_per_class": 4, "data.batch_size": 8, "model.image_size": 32,
+                 "model.queue_size": 32, "trainer.max_steps": 1, "trainer.out_dir": str(out),
+                 "trainer.progress_bar": False, "trainer.gradient_clip_val": 2.0}
+    cfg = load_config("moco_resnet18_eurosat", overrides)
+    pretrain(cfg)
+    again = load_config(out / "config.yaml")
+    assert again.to_dict() == {**cfg.to_dict(), "model": {**again.model, **cfg.model}}
+    assert again.trainer.lightning == {"gradient_clip_val": 2.0}

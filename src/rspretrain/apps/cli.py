@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from rspretrain.core.errors import NonFiniteLossError, RSPretrainError
 
@@ -22,25 +23,30 @@ def _csv(value: str) -> list[str]:
 
 
 # -- commands ------------------------------------------------------------------------------------
-def split_pretrain_args(tail: list[str]) -> tuple[str | None, str | None, bool | str | None, list[str]]:
-    """``[METHOD] [--config C] [--resume [CKPT]] [--skip-corrupt] [--section.key value ...]`` -> parts.
+def split_pretrain_args(tail: list[str]) -> tuple[str | None, list[str], bool | str | None, list[str]]:
+    """``[METHOD] [--config C ...] [--resume [CKPT]] [--skip-corrupt] [--section.key value ...]`` -> parts.
 
-    Parsed by hand because argparse would bind override values to the METHOD positional.
+    Parsed by hand because argparse would bind override values to the METHOD positional; the configs (several
+    compose, in order) and overrides then go to the one jsonargparse parser (:func:`rspretrain.pretrain.config.
+    load_config`).
     """
     from rspretrain.core.errors import ConfigError
 
-    method = config = resume = None
+    method = resume = None
+    configs: list[str] = []
     overrides: list[str] = []
     i = 0
     if tail and not tail[0].startswith("-"):
         method, i = tail[0], 1
     while i < len(tail):
         arg = tail[i]
-        if arg in ("--config", "-c") or arg.startswith("--config="):
+        if arg in ("--config", "-c") or arg.startswith(("--config=", "-c=")):
             if "=" in arg:
-                config, i = arg.split("=", 1)[1], i + 1
+                configs.append(arg.split("=", 1)[1])
+                i += 1
             elif i + 1 < len(tail):
-                config, i = tail[i + 1], i + 2
+                configs.append(tail[i + 1])
+                i += 2
             else:
                 raise ConfigError("--config needs a path")
         elif arg == "--skip-corrupt":
@@ -56,20 +62,28 @@ def split_pretrain_args(tail: list[str]) -> tuple[str | None, str | None, bool |
         else:
             overrides.append(arg)
             i += 1
-    return method, config, resume, overrides
+    return method, configs, resume, overrides
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from rspretrain.core.errors import ConfigError
-    from rspretrain.pretrain.config import load_config
-    from rspretrain.pretrain.run import pretrain
+    from rspretrain.pretrain.config import full_config, load_config
 
-    method, config, resume, overrides = split_pretrain_args(args.args)
-    if config is None and method is None:
+    method, configs, resume, overrides = split_pretrain_args(args.args)
+    print_config = "--print_config" in overrides
+    overrides = [o for o in overrides if o != "--print_config"]
+    if not configs and method is None and not print_config:
         raise ConfigError("pretrain needs a METHOD or --config")
     if method is not None:
         overrides += ["--method", method]
-    cfg = load_config(config, overrides)
+    cfg = load_config(configs, overrides)
+    if print_config:  # the whole resolved run, method defaults included; --config reads it back
+        import yaml
+
+        print(yaml.safe_dump(full_config(cfg), sort_keys=False), end="")
+        return 0
+    from rspretrain.pretrain.run import pretrain
+
     final = pretrain(cfg, resume=resume)
     print(f"checkpoint: {final}")
     return 0
@@ -200,34 +214,10 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
-FINETUNE_SECTIONS = ("model", "optim", "augment")
-
-
-def split_section_overrides(tokens: list[str], sections: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    """Pull ``--SECTION.key VALUE`` / ``--SECTION.key=VALUE`` pairs out of ``tokens``: ``(rest, overrides)``."""
-    rest: list[str] = []
-    overrides: list[str] = []
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if token.startswith("--") and token[2:].split(".", 1)[0] in sections and "." in token:
-            take = 1 if "=" in token else 2
-            overrides += tokens[i : i + take]
-            i += take
-        else:
-            rest.append(token)
-            i += 1
-    return rest, overrides
-
-
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from rspretrain.core.config import parse_overrides
     from rspretrain.downstream.finetune.run import FinetuneConfig, run_finetune
 
-    sections: dict[str, dict] = {name: {} for name in FINETUNE_SECTIONS}
-    for key, value in parse_overrides(args.overrides).items():
-        section, _, name = key.partition(".")
-        sections[section][name] = value
+    sections = {name: dict(getattr(args, name) or {}) for name in ("model", "optim", "augment")}
     out = args.out or str(Path("runs") / "finetune" / f"{args.method}_{args.dataset.replace(':', '_').replace('/', '_')}"
                           f"_seed{args.seed}")
     cfg = FinetuneConfig(
@@ -266,21 +256,49 @@ class _CurrentStderrHandler(logging.StreamHandler):
 
 
 # -- parser --------------------------------------------------------------------------------------
-def build_parser(benchmark_arguments: bool = True) -> argparse.ArgumentParser:
-    """The parser; without ``benchmark_arguments`` the benchmark's own options (and the import of the benchmark,
-    with Lightning and the methods) are left out, for the commands that do not need them."""
-    parser = argparse.ArgumentParser(prog="rspretrain", description=__doc__.splitlines()[0])
+class _Commands:
+    """``parser.add_subcommands()`` with argparse's ``add_parser`` signature: every command is its own jsonargparse
+    parser with ``--config`` (YAML files of its options, several compose) and ``--print_config``."""
+
+    def __init__(self, parser) -> None:
+        self.subcommands = parser.add_subcommands(dest="command", required=True)
+
+    def add_parser(self, name: str, help: str, config: bool = True, **kwargs):
+        from jsonargparse import ActionConfigFile, ArgumentParser
+
+        command = ArgumentParser(prog=f"rspretrain {name}", exit_on_error=False, default_env=False, **kwargs)
+        if config:
+            command.add_argument("--config", action=ActionConfigFile,
+                                 help="YAML file of these options (several compose, later ones win); "
+                                 "--print_config prints them")
+        self.subcommands.add_subcommand(name, command, help=help)
+        return command
+
+
+def build_parser(benchmark_arguments: bool = True):
+    """The parser (jsonargparse, as under LightningCLI: every command reads ``--config`` files and has
+    ``--print_config``); without ``benchmark_arguments`` the benchmark's own options (and the import of the
+    benchmark, with Lightning and the methods) are left out, for the commands that do not need them."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(prog="rspretrain", description=__doc__.splitlines()[0], exit_on_error=False,
+                            default_env=False)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = _Commands(parser)
 
     p = sub.add_parser(
-        "pretrain",
+        "pretrain", config=False,  # its tail goes to the run config's own parser (pretrain.config.config_parser)
         help="pretrain a backbone",
-        usage="rspretrain pretrain [METHOD] [--config PATH|NAME] [--resume [CKPT]] [--skip-corrupt] "
-        "[--section.key VALUE ...]",
-        description="Pretrain a backbone. --config is a YAML path or a shipped config name; --resume continues "
-        "from <out_dir>/checkpoints/last.ckpt (or the given checkpoint); --skip-corrupt skips and counts unreadable "
-        "images; any --section.key VALUE overrides the config.",
+        usage="rspretrain pretrain [METHOD] [--config PATH|NAME ...] [--print_config] [--resume [CKPT]] "
+        "[--skip-corrupt] [--section.key VALUE ...]",
+        description="Pretrain a backbone. METHOD is a registered method or path.to.YourMethod. --config is a YAML "
+        "path or a shipped config name; several compose, later ones win. --print_config prints the whole resolved "
+        "run (method defaults included) as YAML that --config reads back. --resume continues from "
+        "<out_dir>/checkpoints/last.ckpt (or the given checkpoint); --skip-corrupt skips and counts unreadable "
+        "images; any --section.key VALUE overrides the config, including any lightning.Trainer argument "
+        "(--trainer.gradient_clip_val 1.0), callbacks and loggers by class_path "
+        "(--trainer.callbacks+=LearningRateMonitor) "
+        "and a user's own datamodule (--datamodule.class_path pkg.MyDataModule).",
     )
 
     p = sub.add_parser("evaluate", help="kNN / linear probe (scenes) or fine-tuned segmentation / change / detection "
@@ -332,7 +350,8 @@ def build_parser(benchmark_arguments: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--supersample", default="auto", help="sub-pixels per image pixel side, or auto")
     p.add_argument("--out", required=True, help="output .parquet file")
 
-    p = sub.add_parser("info", help="print the provenance/metadata of a run dir, checkpoint or exported backbone")
+    p = sub.add_parser("info", config=False,
+                       help="print the provenance/metadata of a run dir, checkpoint or exported backbone")
     p.add_argument("path")
 
     p = sub.add_parser(
@@ -382,27 +401,22 @@ def build_parser(benchmark_arguments: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="32-true", help="Lightning precision of training (e.g. bf16-mixed)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    for section, what in (("model", "task knobs (--model.kd_weight 0)"), ("optim", "optimiser (--optim.lr 0.01)"),
+                          ("augment", "augmentation (--augment.crop_scale_min 0.5)")):
+        p.add_argument(f"--{section}", type=dict[str, Any], default={}, help=what)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(benchmark_arguments="benchmark" in argv)
-    tail: list[str] = []
-    if "pretrain" in argv:  # argparse cannot hand a tail that starts with "--" to REMAINDER
-        at = argv.index("pretrain")
-        argv, tail = argv[: at + 1], argv[at + 1 :]
-    finetune_overrides: list[str] = []
-    if next((a for a in argv if not a.startswith("-")), None) == "finetune":  # --model.key VALUE: not argparse's
-        at = argv.index("finetune")
-        rest, finetune_overrides = split_section_overrides(argv[at + 1 :], FINETUNE_SECTIONS)
-        argv = argv[: at + 1] + rest
-    args = parser.parse_args(argv)
-    args.overrides = finetune_overrides
-    if args.command == "pretrain":
-        if "-h" in tail or "--help" in tail:
-            parser.parse_args(argv + ["--help"])
-        args.args = tail
+    debug = "--debug" in argv[: argv.index("pretrain")] if "pretrain" in argv else "--debug" in argv
+    try:
+        args = parse_command_line(argv)
+    except RSPretrainError as err:
+        if debug:
+            raise
+        print(f"rspretrain: error: {err}", file=sys.stderr)
+        return 2
     if not log.handlers:  # our own handler only: Lightning configures its loggers itself
         handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("rspretrain: %(message)s"))
@@ -426,6 +440,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     destroy_process_group()
     return status
+
+
+def parse_command_line(argv: list[str]):
+    """The chosen command's options (``.command``, ``.debug``, and for ``pretrain`` the raw ``.args`` tail, which
+    the run config's parser reads). A bad option is a one-line ConfigError naming it."""
+    from rspretrain.core.config import parse_arguments
+
+    parser = build_parser(benchmark_arguments="benchmark" in argv)
+    tail: list[str] = []
+    if "pretrain" in argv:  # METHOD then --section.key overrides: read by the run config's own parser
+        at = argv.index("pretrain")
+        argv, tail = argv[: at + 1], argv[at + 1 :]
+        if "-h" in tail or "--help" in tail:
+            parser.parse_args(argv + ["--help"])
+    values = parse_arguments(parser, argv)
+    command = values["command"]
+    args = argparse.Namespace(**(values.get(command) or {}), command=command, debug=values.get("debug", False))
+    args.args = tail
+    return args
 
 
 def destroy_process_group() -> None:

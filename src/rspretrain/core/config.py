@@ -1,10 +1,11 @@
 """Config schema checks shared by every command: typed values, dataclass sections, dotted overrides.
 
-A config value is checked against its annotation (:func:`coerce`), a section against its dataclass
-(:func:`build_dataclass`) and a ``model:`` section against a constructor's signature
-(:func:`constructor_parameters`); an unknown key or a value of the wrong type is a
-:class:`~rspretrain.core.errors.ConfigError` naming the key. Command-line overrides are
-``--section.key value`` pairs whose values are parsed as YAML (:func:`parse_overrides`).
+Command lines and YAML files are parsed by jsonargparse, the parser under LightningCLI (composing ``--config``
+files, ``--print_config``, ``class_path`` objects; :func:`parse_arguments`). A config value is checked against its
+annotation (:func:`coerce`), a section against its dataclass (:func:`build_dataclass`) and a ``model:`` section
+against a constructor's signature (:func:`constructor_parameters`); an unknown key or a value of the wrong type is a
+:class:`~rspretrain.core.errors.ConfigError` naming the key, one line. Command-line overrides are ``--section.key
+value`` pairs whose values are parsed as YAML (:func:`parse_overrides`).
 """
 
 from __future__ import annotations
@@ -131,12 +132,69 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
     return out
 
 
-def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"config key '{dotted}': '{part}' is not a section")
-        node = child
-    node[parts[-1]] = value
+# -- command-line / config-file parsing (jsonargparse) --------------------------------------------
+def parse_arguments(parser: Any, argv: list[str]) -> dict[str, Any]:
+    """Parse ``argv`` with a ``jsonargparse.ArgumentParser`` built with ``exit_on_error=False``; returns the plain
+    nested dict. jsonargparse's errors (several lines, e.g. every member of a Union) become one
+    :class:`ConfigError` line that keeps the key it names."""
+    import argparse
+
+    try:
+        return parser.parse_args(argv).as_dict()
+    except (argparse.ArgumentError, ValueError, TypeError) as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        if lines and lines[0].startswith("unrecognized arguments:"):
+            raise ConfigError(f"unknown config key(s): {lines[0].split(':', 1)[1].strip()}") from None
+        # "Parser key "x": <problem>", the first concrete cause of a Union mismatch, and the value given.
+        head = lines[:1]
+        causes = [line.lstrip("- ") + (" " + lines[i + 1] if line.startswith("- Problem") and i + 1 < len(lines) else "")
+                  for i, line in enumerate(lines) if line.startswith(("- Problem", "- Expected"))]
+        given = [line for line in lines if line.startswith("Given value:")]
+        if len(lines) > 1 and not lines[1].startswith("Does not validate"):
+            head.append(lines[1])
+        elif causes:
+            head.append(causes[0] if causes[0].startswith("Problem") else
+                        "expected one of: " + "; ".join(c.removeprefix("Expected a ") for c in causes))
+        raise ConfigError(" ".join(head + given) or type(err).__name__) from None
+
+
+def override_arguments(overrides: list[str] | dict[str, Any] | None) -> list[str]:
+    """``--key value`` command-line tokens of overrides given as tokens or as a ``{"section.key": value}`` dict
+    (values written as YAML, so ``None`` is ``null`` and a dict stays a mapping)."""
+    if overrides is None:
+        return []
+    if isinstance(overrides, list):
+        return list(overrides)
+    tokens = []
+    for key, value in overrides.items():
+        text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+        tokens.append(f"--{key}={text.removesuffix(chr(10) + '...').strip()}")
+    return tokens
+
+
+def import_class(path: str, key: str, base: type | None = None) -> type:
+    """The class at import path ``path`` (``package.module.Class``); a ConfigError naming ``key`` when it cannot be
+    imported or is not a subclass of ``base``."""
+    import importlib
+
+    module_name, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(f"{key}: cannot import {path!r}") from None
+    if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"{key}: {path} is not a {base.__name__}")
+    return cls
+
+
+def instantiate_class_spec(spec: dict[str, Any], key: str, base: type | None = None) -> Any:
+    """An object from a ``{"class_path": "pkg.mod.Class", "init_args": {...}}`` spec (Lightning's convention for
+    callbacks, loggers, a user's method or datamodule); a bad path or a class outside ``base`` is a ConfigError
+    naming ``key`` (``lightning.pytorch.cli.instantiate_class`` would let an ImportError or TypeError through)."""
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise ConfigError(f"{key}: expected {{class_path: ..., init_args: {{...}}}}, got {spec!r}")
+    cls = import_class(str(spec["class_path"]), key, base)
+    try:
+        return cls(**(spec.get("init_args") or {}))
+    except TypeError as err:
+        raise ConfigError(f"{key}: {spec['class_path']}: {err}") from None

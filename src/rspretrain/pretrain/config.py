@@ -1,28 +1,45 @@
-"""Run configuration: YAML files, dotted command-line overrides, strict validation.
+"""Run configuration: YAML files that compose, dotted command-line overrides, strict validation.
 
-A run config has the sections ``data``, ``model``, ``optim``, ``views`` and ``trainer`` plus
-the top-level keys ``method`` and ``seed``. Every key can be overridden on the command line
-as ``--section.key value`` (values are parsed as YAML, so ``--optim.lr 0.1`` is a float and
-``--data.max_per_class null`` is None). An unknown key or a value of the wrong type is a
-:class:`~rspretrain.core.errors.ConfigError` that names the key. The ``model`` section is checked
-against the chosen method's constructor signature.
+One parser (:func:`config_parser`, jsonargparse -- the parser under LightningCLI -- with Lightning's conventions)
+reads a pretraining run from any number of ``--config`` files (later ones override earlier ones) and
+``--section.key value`` overrides (values parsed as YAML, so ``--optim.lr 0.1`` is a float and
+``--data.max_per_class null`` is None). A run config has the sections ``data``, ``model``, ``optim``, ``views`` and
+``trainer`` plus ``method``, ``seed`` and ``datamodule``:
+
+- ``method``: a registered name (``moco``, ``cmid``...) or a user's own :class:`PretrainMethod` subclass by its
+  import path (``mypackage.methods.MyMethod``);
+- ``datamodule``: a user's own ``LightningDataModule`` by ``class_path`` / ``init_args`` (default: the
+  :class:`~rspretrain.pretrain.datamodule.PretrainDataModule` built from ``data``); the data-derived model arguments
+  (bands, mean/std, value scale, classes) are linked from it through its ``model_kwargs()``;
+- ``trainer``: :class:`~rspretrain.training.trainer.TrainerConfig` plus any ``lightning.Trainer`` argument
+  (``gradient_clip_val``, ``accumulate_grad_batches``...), callbacks and loggers by ``class_path``.
+
+An unknown key or a value of the wrong type is one :class:`~rspretrain.core.errors.ConfigError` line that names the
+key. The ``model`` and ``views`` sections are checked against the chosen method's constructor and view recipe.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from rspretrain.core.config import build_dataclass, coerce, constructor_parameters, parse_overrides, set_dotted
+from rspretrain.core.config import (
+    build_dataclass,
+    coerce,
+    constructor_parameters,
+    override_arguments,
+    parse_arguments,
+)
 from rspretrain.core.errors import ConfigError
 from rspretrain.core.optim import OptimConfig
 from rspretrain.pretrain.methods import get_method
 from rspretrain.training.backbone_module import DATA_DERIVED
-from rspretrain.training.trainer import TrainerConfig
+from rspretrain.training.trainer import HARNESS_TRAINER_ARGS, TrainerConfig
 from rspretrain.views.moco_v2 import ViewsConfig
 
 CONFIG_DIR = Path(__file__).parents[1] / "configs"
@@ -60,6 +77,8 @@ class RunConfig:
     #: The chosen method's view-recipe dataclass (``method_cls.views_config_class``; MoCo v2's by default).
     views: Any = field(default_factory=ViewsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    #: A user's own LightningDataModule (``{"class_path": ..., "init_args": {...}}``); None: ``data`` builds ours.
+    datamodule: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,6 +122,9 @@ def build_run_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
             raise ConfigError(f"unknown config key '{key}' in {source}; valid keys: {', '.join(sorted(sections))}")
     method = coerce(raw.get("method", "moco"), str, "method")
     method_cls = get_method(method)
+    datamodule = raw.get("datamodule")
+    if datamodule is not None and (not isinstance(datamodule, dict) or "class_path" not in datamodule):
+        raise ConfigError(f"datamodule: expected {{class_path: ..., init_args: {{...}}}}, got {datamodule!r}")
     return RunConfig(
         method=method,
         seed=coerce(raw.get("seed", 0), int, "seed"),
@@ -111,23 +133,94 @@ def build_run_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
         optim=build_dataclass(OptimConfig, raw.get("optim") or {}, "optim"),
         views=build_dataclass(method_cls.views_config_class, raw.get("views") or {}, "views"),
         trainer=build_dataclass(TrainerConfig, raw.get("trainer") or {}, "trainer"),
+        datamodule=datamodule,
     )
 
 
-def load_config(path: str | Path | None, overrides: list[str] | dict[str, Any] | None = None) -> RunConfig:
-    """Read a YAML config (or start from defaults) and apply dotted overrides."""
-    raw: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        resolved = resolve_config_path(path)
-        source = str(resolved)
+def config_parser():
+    """The jsonargparse parser of a pretraining run (see the module docstring); built on every call (cheap)."""
+    import lightning as L
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="rspretrain pretrain", exit_on_error=False, default_env=False)
+    parser.add_argument("--config", "-c", action=ActionConfigFile, help="YAML config; several compose, in order")
+    parser.add_argument("--method", type=str, default="moco", help="registered method or path.to.MyMethod")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", type=DataConfig, default=DataConfig())
+    parser.add_argument("--datamodule", type=typing.Optional[L.LightningDataModule], default=None,
+                        help="a user's own LightningDataModule by class_path (replaces data)")
+    parser.add_argument("--model", type=dict[str, Any], default={}, help="the method's constructor arguments")
+    parser.add_argument("--optim", type=OptimConfig, default=OptimConfig())
+    parser.add_argument("--views", type=dict[str, Any], default={}, help="the method's view recipe")
+    # Any lightning.Trainer argument (callbacks and loggers by class_path), then the harness's own settings.
+    added = parser.add_class_arguments(L.Trainer, "trainer", skip=set(HARNESS_TRAINER_ARGS), instantiate=False,
+                                       fail_untyped=False, sub_configs=True)
+    hints = typing.get_type_hints(TrainerConfig)
+    for f in dataclasses.fields(TrainerConfig):
+        if f.name == "lightning":
+            continue
+        if f"trainer.{f.name}" in added:
+            parser.set_defaults({f"trainer.{f.name}": f.default})
+        else:
+            parser.add_argument(f"--trainer.{f.name}", type=hints[f.name], default=f.default)
+    return parser
+
+
+def load_config(
+    path: str | Path | list[str | Path] | None, overrides: list[str] | dict[str, Any] | None = None
+) -> RunConfig:
+    """Read YAML config(s) (or start from defaults; several compose, later ones win) and apply dotted overrides."""
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    argv: list[str] = []
+    for given in paths:
+        resolved = resolve_config_path(given)
         try:
-            raw = yaml.safe_load(resolved.read_text()) or {}
+            content = yaml.safe_load(resolved.read_text())
         except yaml.YAMLError as err:
             raise ConfigError(f"{resolved}: invalid YAML ({str(err).splitlines()[0]})") from None
-        if not isinstance(raw, dict):
+        if content is not None and not isinstance(content, dict):
             raise ConfigError(f"{resolved}: a config must be a mapping of sections")
-    pairs = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
-    for key, value in pairs.items():
-        set_dotted(raw, key, value)
-    return build_run_config(raw, source)
+        argv += ["--config", str(resolved)]
+    parser = config_parser()
+    raw = parse_arguments(parser, argv + override_arguments(overrides))
+    raw.pop("config", None)
+    raw.pop("__path__", None)
+    raw["trainer"] = _split_trainer_section(raw.get("trainer") or {}, parser)
+    return build_run_config(raw, ", ".join(str(p) for p in paths) or "defaults")
+
+
+def _split_trainer_section(values: dict[str, Any], parser) -> dict[str, Any]:
+    """The harness's own trainer settings, plus ``lightning``: the other Trainer arguments that differ from
+    Lightning's defaults (they go to ``lightning.Trainer`` as given)."""
+    own = {f.name for f in dataclasses.fields(TrainerConfig)}
+    defaults = parser.get_defaults().as_dict().get("trainer", {})
+    out = {k: v for k, v in values.items() if k in own and k != "lightning"}
+    if "precision" in out:
+        out["precision"] = str(out["precision"])  # Lightning's type admits 32 / 16; ours are its strings
+    if isinstance(out.get("devices"), str) and out["devices"].isdigit():
+        out["devices"] = int(out["devices"])  # Lightning's type puts str before int: "2" is a count here
+    out["lightning"] = {k: v for k, v in values.items() if k not in own and v != defaults.get(k)}
+    return out
+
+
+def full_config(cfg: RunConfig) -> dict[str, Any]:
+    """``cfg`` as a YAML-ready dict with every model argument shown (the method's defaults filled in) and the
+    Lightning Trainer arguments inside ``trainer``: what ``--print_config`` prints and ``--config`` reads back."""
+    from rspretrain.core.json_io import jsonable
+
+    method_cls = get_method(cfg.method)
+    model = {k: p.default for k, p in _defaults(method_cls).items()}
+    out = jsonable(cfg.to_dict())
+    out["model"] = jsonable({**model, **cfg.model})
+    trainer = out["trainer"]
+    trainer.update(trainer.pop("lightning") or {})
+    return out
+
+
+def _defaults(method_cls: type) -> dict[str, Any]:
+    import inspect
+
+    params = inspect.signature(method_cls.__init__).parameters
+    skip = set(DATA_DERIVED) | {"self", "optim", "views"}
+    return {k: p for k, p in params.items()
+            if k not in skip and p.default is not inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD}

@@ -19,13 +19,13 @@ import yaml
 
 from rspretrain.core import provenance
 from rspretrain.core.checkpoint_io import atomic_write_text
-from rspretrain.core.config import constructor_parameters
+from rspretrain.core.config import constructor_parameters, instantiate_class_spec
 from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.core.json_io import write_json
 from rspretrain.core.rng_state import StepSeededRNG
-from rspretrain.pretrain.config import RunConfig
+from rspretrain.pretrain.config import RunConfig, full_config
 from rspretrain.pretrain.datamodule import PretrainDataModule
-from rspretrain.pretrain.methods import PretrainMethod, get_method
+from rspretrain.pretrain.methods import METHODS, PretrainMethod, get_method
 from rspretrain.training.trainer import build_trainer, fit, resume_checkpoint
 
 log = logging.getLogger("rspretrain")
@@ -35,9 +35,20 @@ def run_dir(cfg: RunConfig) -> Path:
     return Path(cfg.trainer.out_dir or f"runs/{cfg.method}")
 
 
-def build(cfg: RunConfig) -> tuple[PretrainMethod, PretrainDataModule]:
-    """The method and its datamodule, with the data-derived model arguments filled in."""
-    dm = PretrainDataModule(**asdict(cfg.data), seed=cfg.seed)
+def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule]:
+    """The method and its datamodule, with the data-derived model arguments linked from the data.
+
+    The link (LightningCLI's ``link_arguments`` applied on instantiation) is the datamodule's ``model_kwargs()``:
+    bands, per-band mean / std, value scale and, for labelled sources, the classes, read once the data is set up.
+    A user's own datamodule (``datamodule: {class_path, init_args}``) provides the same method.
+    """
+    if cfg.datamodule is not None:
+        dm = instantiate_class_spec(cfg.datamodule, "datamodule", L.LightningDataModule)
+        if not callable(getattr(dm, "model_kwargs", None)):
+            raise ConfigError(f"datamodule: {cfg.datamodule['class_path']} has no model_kwargs() (the in_chans, "
+                              "band_names, mean, std and value_scale the model is built for)")
+    else:
+        dm = PretrainDataModule(**asdict(cfg.data), seed=cfg.seed)
     dm.setup("fit")
     method_cls = get_method(cfg.method)
     data_kwargs = dm.model_kwargs()
@@ -75,12 +86,15 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
         # A resumed run keeps what each earlier segment ran with (code version, host, start time).
         previous = json.loads(earlier.read_text())
         record["earlier_segments"] = [*previous.pop("earlier_segments", []), previous]
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    # The whole resolved run, readable back with --config (the same YAML --print_config shows).
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(full_config(cfg), sort_keys=False))
     write_json(out / "provenance.json", record)
     model.provenance = record  # saved inside every checkpoint (see BackboneModule.on_save_checkpoint)
     apply_speed_options(model, cfg.trainer.channels_last, cfg.trainer.compile)
-    # StepIndexedBatchSampler shards the global batch itself, so Lightning's distributed sampler stays off.
-    trainer = build_trainer(cfg.trainer, out, callbacks=[StepSeededRNG(cfg.seed), *callbacks], resume_from=ckpt_path)
+    # StepIndexedBatchSampler shards the global batch itself: Lightning's distributed sampler only for a user's
+    # own datamodule.
+    trainer = build_trainer(cfg.trainer, out, callbacks=[StepSeededRNG(cfg.seed), *callbacks], resume_from=ckpt_path,
+                            use_distributed_sampler=cfg.datamodule is not None)
     return fit(trainer, model, out, ckpt_path, datamodule=dm)
 
 
@@ -129,7 +143,9 @@ def load_checkpoint(path: str | Path) -> dict:
 def load_method(path: str | Path) -> PretrainMethod:
     """Rebuild the method from a checkpoint's hyperparameters and load its weights (eval mode)."""
     ckpt = load_checkpoint(path)
-    method_cls = get_method(ckpt["rspretrain"]["method"])
+    stamp = ckpt["rspretrain"]
+    # A user's own method is not in the registry: its checkpoint names its class.
+    method_cls = get_method(stamp["method"] if stamp["method"] in METHODS else stamp.get("class_path", stamp["method"]))
     model = method_cls(**ckpt["hyper_parameters"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval()

@@ -97,6 +97,7 @@ class BackboneModule(L.LightningModule):
 
         checkpoint["rspretrain"] = {
             "method": self.method_name,
+            "class_path": f"{type(self).__module__}.{type(self).__qualname__}",
             "version": __version__,
             "provenance": getattr(self, "provenance", None),
         }

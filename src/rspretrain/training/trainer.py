@@ -18,9 +18,10 @@ import csv
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -32,7 +33,7 @@ from rspretrain.core.checkpoint_io import AtomicCheckpointIO
 from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.core.time_budget import CLOCKS, TimeBudget
 
-__all__ = ["TrainerConfig", "build_trainer", "fit", "resume_checkpoint", "trainer_device"]
+__all__ = ["HARNESS_TRAINER_ARGS", "TrainerConfig", "build_trainer", "fit", "resume_checkpoint", "trainer_device"]
 
 log = logging.getLogger("rspretrain")
 
@@ -44,6 +45,13 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers which m
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined.*")
 # A frozen backbone is in eval mode on purpose (BatchNorm keeps its running statistics; see FeaturePyramid).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training.*")
+
+#: ``lightning.Trainer`` arguments the harness sets itself: the run folder, its checkpoints and their IO, the epoch /
+#: time limits it derives, the progress bar switch, no validation loop.
+HARNESS_TRAINER_ARGS = frozenset({
+    "default_root_dir", "enable_checkpointing", "plugins", "use_distributed_sampler", "max_epochs", "max_time",
+    "enable_progress_bar", "limit_val_batches", "num_sanity_val_steps", "enable_model_summary",
+})  # fmt: skip
 
 #: Lightning's precision settings.
 PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16",
@@ -67,6 +75,9 @@ class TrainerConfig:
         channels_last: backbone weights and inputs in NHWC.
         compile: a ``torch.compile`` backend for the backbones (``""``: off).
         progress_bar: show the progress bar.
+        lightning: any further ``lightning.Trainer`` argument (``gradient_clip_val``, ``accumulate_grad_batches``,
+            ...); ``callbacks`` and ``logger`` as ``{class_path, init_args}`` specs (Lightning's convention), added
+            to the harness's own.
     """
 
     max_steps: int = 1000
@@ -84,12 +95,16 @@ class TrainerConfig:
     channels_last: bool = False
     compile: str = ""
     progress_bar: bool = True
+    lightning: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if self.budget_clock not in CLOCKS:
             raise ConfigError(f"trainer.budget_clock: {self.budget_clock!r} is not one of {', '.join(CLOCKS)}")
+        taken = sorted(set(self.lightning) & (HARNESS_TRAINER_ARGS | {f.name for f in fields(self)}))
+        if taken:
+            raise ConfigError(f"trainer.lightning: {', '.join(taken)} set by the harness or by trainer.* itself")
         for name in ("max_steps", "ckpt_every_n_steps", "log_every_n_steps", "devices", "num_nodes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -140,7 +155,13 @@ def build_trainer(
         use_distributed_sampler: let Lightning shard a map-style dataset (False: our samplers shard themselves).
         accelerator, devices: override ``cfg``'s (e.g. from a ``device`` string, see :func:`trainer_device`).
     """
-    callbacks = list(callbacks)
+    from rspretrain.core.config import instantiate_class_spec
+
+    extra = dict(cfg.lightning)
+    callbacks = [*callbacks, *(instantiate_class_spec(spec, "trainer.callbacks", L.Callback)
+                               for spec in _as_list(extra.pop("callbacks", None)))]
+    user_loggers = [instantiate_class_spec(spec, "trainer.logger")
+                    for spec in _as_list(extra.pop("logger", None)) if not isinstance(spec, bool)]
     max_minutes = cfg.max_time_minutes
     if cfg.budget_minutes:
         # Equal wall-clock budget: max_steps becomes an upper bound; the steps that fit are measured.
@@ -158,6 +179,7 @@ def build_trainer(
                                          every_n_train_steps=cfg.ckpt_every_n_steps, save_top_k=1,
                                          enable_version_counter=False))
         plugins = [AtomicCheckpointIO()]
+    loggers += user_loggers
     return L.Trainer(
         max_steps=cfg.max_steps,
         max_epochs=max_epochs if max_epochs is not None else -1,
@@ -178,7 +200,14 @@ def build_trainer(
         limit_val_batches=0,
         num_sanity_val_steps=0,
         default_root_dir=out,
+        **extra,
     )
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def fit(trainer: L.Trainer, module: L.LightningModule, out: Path | None, resume_from: Path | None = None,

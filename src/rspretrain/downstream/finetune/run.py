@@ -212,9 +212,7 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None, cal
     from rspretrain.downstream.report.writer import report_meta, write_report
     from rspretrain.pretrain.datamodule import band_statistics
     from rspretrain.pretrain.export import export_backbone, export_scene_classifier
-    from rspretrain.training.trainer import TrainerConfig, build_trainer, fit, resume_checkpoint
-
-    from rspretrain.training.trainer import PRECISIONS
+    from rspretrain.training.trainer import PRECISIONS, TrainerConfig, build_trainer, fit, resume_checkpoint
 
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision: {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")

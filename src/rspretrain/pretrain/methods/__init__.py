@@ -27,11 +27,15 @@ globals().update({cls.__name__: cls for cls in METHODS.values()})
 
 
 def get_method(name: str) -> type[PretrainMethod]:
-    """The method class registered under ``name``."""
-    try:
+    """The method class registered under ``name``, or a user's own :class:`PretrainMethod` subclass by its import
+    path (``mypackage.methods.MyMethod``: one file of one's own, no registration needed)."""
+    if name in METHODS:
         return METHODS[name]
-    except KeyError:
-        raise ConfigError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}") from None
+    if "." in name:
+        from rspretrain.core.config import import_class
+
+        return import_class(name, "method", PretrainMethod)
+    raise ConfigError(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))} or path.to.YourMethod")
 
 
 def create(name: str, **kwargs: Any) -> PretrainMethod:
