@@ -62,3 +62,11 @@ def test_unknown_finetune_override_is_one_line_error(tmp_path, data_root, capsys
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "model.kd_weight" in err and err.startswith("rspretrain: error:")
+
+
+def test_finetune_and_dense_refuse_an_unknown_trainer_argument_before_any_data(capsys):
+    assert main(["finetune", "--dataset", "nowhere", "--trainer.gradient_clip_vall", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "rspretrain: error: unknown lightning.Trainer argument(s): trainer.gradient_clip_vall"
+    assert main(["evaluate", "random:resnet18", "--task", "change", "--trainer.max_epochz", "1"]) == 2
+    assert "trainer.max_epochz" in capsys.readouterr().err

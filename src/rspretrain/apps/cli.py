@@ -114,7 +114,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         evaluate_dense_source(args.source, args.task, args.dataset, out if args.out else out / args.task,
                               args.epochs, args.freeze_backbone, args.image_size, args.batch_size,
                               _csv(args.predict_raster or ""), data_root=args.data_root, precision=args.precision,
-                              device=args.device, resume=args.resume)
+                              device=args.device, resume=args.resume, trainer=dict(args.trainer or {}))
         return 0
     run_evaluation(args.source, _csv(args.dataset or "eurosat,ucmerced"), _csv(args.protocol), out, args.data_root,
                    args.max_train_per_class, args.image_size, args.batch_size or 256)
@@ -217,7 +217,7 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
 def cmd_finetune(args: argparse.Namespace) -> int:
     from rspretrain.downstream.finetune.run import FinetuneConfig, run_finetune
 
-    sections = {name: dict(getattr(args, name) or {}) for name in ("model", "optim", "augment")}
+    sections = {name: dict(getattr(args, name) or {}) for name in ("model", "optim", "augment", "trainer")}
     out = args.out or str(Path("runs") / "finetune" / f"{args.method}_{args.dataset.replace(':', '_').replace('/', '_')}"
                           f"_seed{args.seed}")
     cfg = FinetuneConfig(
@@ -324,6 +324,8 @@ def build_parser(benchmark_arguments: bool = True):
     p.add_argument("--device", default=None, help="dense tasks: cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--resume", action="store_true",
                    help="dense tasks: continue each model's training from OUT/training/<model>/checkpoints/last.ckpt")
+    p.add_argument("--trainer", type=dict[str, Any], default={},
+                   help="dense tasks: any further lightning.Trainer argument (--trainer.gradient_clip_val 1.0)")
 
     p = sub.add_parser("export", help="export the pretrained backbone to safetensors + JSON metadata")
     p.add_argument("checkpoint")
@@ -402,7 +404,8 @@ def build_parser(benchmark_arguments: bool = True):
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     for section, what in (("model", "task knobs (--model.kd_weight 0)"), ("optim", "optimiser (--optim.lr 0.01)"),
-                          ("augment", "augmentation (--augment.crop_scale_min 0.5)")):
+                          ("augment", "augmentation (--augment.crop_scale_min 0.5)"),
+                          ("trainer", "any further lightning.Trainer argument (--trainer.gradient_clip_val 1.0)")):
         p.add_argument(f"--{section}", type=dict[str, Any], default={}, help=what)
     return parser
 

@@ -147,8 +147,12 @@ def parse_arguments(parser: Any, argv: list[str]) -> dict[str, Any]:
             raise ConfigError(f"unknown config key(s): {lines[0].split(':', 1)[1].strip()}") from None
         # "Parser key "x": <problem>", the first concrete cause of a Union mismatch, and the value given.
         head = lines[:1]
-        causes = [line.lstrip("- ") + (" " + lines[i + 1] if line.startswith("- Problem") and i + 1 < len(lines) else "")
-                  for i, line in enumerate(lines) if line.startswith(("- Problem", "- Expected"))]
+        causes = []
+        for i, line in enumerate(lines):
+            if line.startswith(("- Problem", "- Expected")):
+                # A class_path problem names its cause on the next line.
+                detail = lines[i + 1] if line.startswith("- Problem") and i + 1 < len(lines) else ""
+                causes.append(f"{line.lstrip('- ')} {detail}".strip())
         given = [line for line in lines if line.startswith("Given value:")]
         if len(lines) > 1 and not lines[1].startswith("Does not validate"):
             head.append(lines[1])

@@ -15,6 +15,7 @@ through this harness next to a plain PyTorch loop over the same module and batch
 from __future__ import annotations
 
 import csv
+import inspect
 import logging
 import warnings
 from collections.abc import Sequence
@@ -105,6 +106,9 @@ class TrainerConfig:
         taken = sorted(set(self.lightning) & (HARNESS_TRAINER_ARGS | {f.name for f in fields(self)}))
         if taken:
             raise ConfigError(f"trainer.lightning: {', '.join(taken)} set by the harness or by trainer.* itself")
+        unknown = sorted(set(self.lightning) - set(inspect.signature(L.Trainer.__init__).parameters))
+        if unknown:
+            raise ConfigError(f"unknown lightning.Trainer argument(s): {', '.join(f'trainer.{k}' for k in unknown)}")
         for name in ("max_steps", "ckpt_every_n_steps", "log_every_n_steps", "devices", "num_nodes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -73,3 +73,17 @@ def test_a_non_finite_dense_loss_stops_naming_the_term(data_root, tmp_path):
                                progress=False)
     with pytest.raises(NonFiniteLossError, match=r"step 0: loss is nan \(loss_dice=nan\)"):
         train_dense_task(_NaNChange(_spec(), train, schedule), tmp_path)
+
+
+def test_lightning_trainer_arguments_reach_the_dense_trainer(data_root, tmp_path):
+    class Probe(L.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            self.clip = trainer.gradient_clip_val
+
+    train = load_change_data(data_root / "levir_cd_samples", scale=0.125)[0]
+    schedule = change_schedule(epochs=1, crop_size=32, crops_per_image=1, batch_size=2, decoder_channels=8,
+                               progress=False)
+    probe = Probe()
+    train_dense_task(ChangeDetectionTask(_spec(), train, schedule), None, callbacks=[probe],
+                     lightning={"gradient_clip_val": 0.5})
+    assert probe.clip == 0.5

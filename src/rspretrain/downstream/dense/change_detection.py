@@ -20,6 +20,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,6 +111,7 @@ def evaluate_change_detection(
     predict_pairs: Sequence[tuple[str | os.PathLike, str | os.PathLike]] = (),
     n_resamples: int = 1000,
     resume: bool = False,
+    trainer: dict[str, Any] | None = None,
 ) -> list[Result]:
     """Fine-tune and score a siamese change detector on every encoder in ``specs`` with one schedule.
 
@@ -123,6 +125,7 @@ def evaluate_change_detection(
         predict_pairs: ``(before.tif, after.tif)`` pairs to predict whole with the first encoder's model.
         n_resamples: bootstrap resamples.
         resume: continue each model's training from ``out_dir/training/<model>/checkpoints/last.ckpt`` when there.
+        trainer: further ``lightning.Trainer`` arguments for every model's training (e.g. ``gradient_clip_val``).
 
     Returns:
         One :class:`Result` per encoder.
@@ -148,7 +151,8 @@ def evaluate_change_detection(
     shown = _example_indices(test, n_examples)
     for k, spec in enumerate(specs):
         task = ChangeDetectionTask(spec, train, schedule)
-        fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume)
+        fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume,
+                               lightning=trainer)
         crop, value_scale = task.crop_size, task.value_scale
         overlap = fit["overlap"] = schedule.window_overlap(crop)
         predictor = _change_probability(task.model, device)

@@ -143,6 +143,7 @@ def train_dense_task(
     resume: bool = False,
     progress: bool | None = None,
     callbacks: Sequence[L.Callback] = (),
+    lightning: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train ``task`` for ``schedule.epochs`` epochs through the harness; returns its training facts.
 
@@ -154,6 +155,8 @@ def train_dense_task(
             a checkpoint the task trains from the start).
         progress: show the progress bar (default ``schedule.progress``).
         callbacks: added to the trainer's (monitors in tests and benchmarks).
+        lightning: further ``lightning.Trainer`` arguments (``gradient_clip_val``; callbacks / loggers by
+            ``class_path``), as :attr:`TrainerConfig.lightning`.
     """
     from rspretrain.training.trainer import TrainerConfig, build_trainer, fit, resume_checkpoint, trainer_device
 
@@ -162,7 +165,8 @@ def train_dense_task(
     accelerator, devices = trainer_device(schedule.device)
     cfg = TrainerConfig(max_steps=total, ckpt_every_n_steps=task.steps_per_epoch,
                         log_every_n_steps=max(1, min(10, task.steps_per_epoch)), precision=schedule.precision,
-                        progress_bar=schedule.progress if progress is None else progress)
+                        progress_bar=schedule.progress if progress is None else progress,
+                        lightning=dict(lightning or {}))
     # A comparison resumes model by model: one with a checkpoint continues, one without starts.
     last = out / "checkpoints" / "last.ckpt" if out is not None else None
     resume_from = resume_checkpoint(out, resume) if resume and last is not None and last.is_file() else None

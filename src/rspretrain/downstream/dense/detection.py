@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -121,6 +122,7 @@ def evaluate_detection(
     schedule: DenseSchedule | None = None,
     n_examples: int = 3,
     resume: bool = False,
+    trainer: dict[str, Any] | None = None,
 ) -> list[Result]:
     """Fine-tune and score Faster R-CNN + FPN on every encoder in ``specs`` with one schedule.
 
@@ -131,6 +133,7 @@ def evaluate_detection(
         schedule: the shared schedule (default :func:`detection_schedule`; ``decoder_channels`` is the FPN width).
         n_examples: test images shown in the picture.
         resume: continue each model's training from ``out_dir/training/<model>/checkpoints/last.ckpt`` when there.
+        trainer: further ``lightning.Trainer`` arguments for every model's training (e.g. ``gradient_clip_val``).
 
     Returns:
         One :class:`Result` per encoder.
@@ -163,7 +166,8 @@ def evaluate_detection(
                for b, lab in zip(test.boxes, test.labels)]
     for spec in specs:
         task = DetectionTask(spec, train, schedule)
-        fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume)
+        fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume,
+                               lightning=trainer)
         model, value_scale = task.model, task.value_scale
         predictions = []
         with torch.no_grad():

@@ -55,8 +55,9 @@ def run_dense_task(
     schedule: DenseSchedule,
     predict_rasters: Sequence[str] = (),
     resume: bool = False,
+    trainer: dict | None = None,
 ) -> list[Result]:
-    """Run one dense task on ``specs`` with ``schedule``.
+    """Run one dense task on ``specs`` with ``schedule`` (``trainer``: further ``lightning.Trainer`` arguments).
 
     ``predict_rasters``: segmentation -- GeoTIFFs to predict whole; change -- an even number of GeoTIFFs, read as
     (before, after) pairs; detection -- not supported. ``resume``: continue every model's training from its
@@ -65,20 +66,22 @@ def run_dense_task(
     if task == "segmentation":
         from rspretrain.downstream.dense.segmentation import evaluate_segmentation
 
-        return evaluate_segmentation(specs, data, out_dir, schedule, predict_rasters=predict_rasters, resume=resume)
+        return evaluate_segmentation(specs, data, out_dir, schedule, predict_rasters=predict_rasters, resume=resume,
+                                     trainer=trainer)
     if task == "change":
         from rspretrain.downstream.dense.change_detection import evaluate_change_detection
 
         if len(predict_rasters) % 2:
             raise ConfigError(f"change detection predicts BEFORE,AFTER pairs; got {len(predict_rasters)} rasters")
         pairs = list(zip(predict_rasters[0::2], predict_rasters[1::2]))
-        return evaluate_change_detection(specs, data, out_dir, schedule, predict_pairs=pairs, resume=resume)
+        return evaluate_change_detection(specs, data, out_dir, schedule, predict_pairs=pairs, resume=resume,
+                                         trainer=trainer)
     if task == "detection":
         from rspretrain.downstream.dense.detection import evaluate_detection
 
         if predict_rasters:
             raise ConfigError("--predict-raster is for segmentation and change detection")
-        return evaluate_detection(specs, data, out_dir, schedule, resume=resume)
+        return evaluate_detection(specs, data, out_dir, schedule, resume=resume, trainer=trainer)
     raise ConfigError(f"unknown dense task {task!r}; valid: {', '.join(DENSE_TASKS)}")
 
 
@@ -97,6 +100,7 @@ def evaluate_dense_source(
     precision: str | None = None,
     device: str | None = None,
     resume: bool = False,
+    trainer: dict | None = None,
 ) -> list[Result]:
     """What ``rspretrain evaluate SOURCE --task TASK`` does: build the encoders, run the task, print the table.
 
@@ -104,6 +108,9 @@ def evaluate_dense_source(
     ``data_root`` when given (else the default data root).
     """
     from rspretrain.downstream.sources import encoder_specs
+    from rspretrain.training.trainer import TrainerConfig
+
+    TrainerConfig(lightning=dict(trainer or {}))  # a bad trainer.* key fails before any data is read
 
     if task in SHARED_DATASETS and data_root is not None:
         folder, short = SHARED_DATASETS[task]
@@ -113,7 +120,7 @@ def evaluate_dense_source(
     schedule = default_schedule(task, epochs=epochs, freeze_backbone=freeze_backbone or None, crop_size=crop_size,
                                 batch_size=batch_size, precision=precision, device=device)
     specs = encoder_specs(source, with_random_init=with_random_init)
-    results = run_dense_task(task, specs, data, out_dir, schedule, predict_rasters, resume)
+    results = run_dense_task(task, specs, data, out_dir, schedule, predict_rasters, resume, trainer)
     out = Path(out_dir)
     print(format_table(results))
     print(f"metrics: {out / 'metrics.json'}")

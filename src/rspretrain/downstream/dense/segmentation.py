@@ -105,6 +105,7 @@ def evaluate_segmentation(
     predict_rasters: Sequence[str | os.PathLike] = (),
     n_resamples: int = 1000,
     resume: bool = False,
+    trainer: dict[str, Any] | None = None,
 ) -> list[Result]:
     """Fine-tune and score a UPerNet on every encoder in ``specs`` with one schedule.
 
@@ -118,6 +119,7 @@ def evaluate_segmentation(
         predict_rasters: GeoTIFFs to predict whole with the first encoder's model (written to ``out_dir``).
         n_resamples: bootstrap resamples of the mIoU interval.
         resume: continue each model's training from ``out_dir/training/<model>/checkpoints/last.ckpt`` when there.
+        trainer: further ``lightning.Trainer`` arguments for every model's training (e.g. ``gradient_clip_val``).
 
     Returns:
         One :class:`Result` per encoder.
@@ -143,7 +145,8 @@ def evaluate_segmentation(
     shown = list(range(min(n_examples, len(test))))
     for k, spec in enumerate(specs):
         task = SegmentationTask(spec, train, schedule)
-        fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume)
+        fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume,
+                               lightning=trainer)
         crop, value_scale = task.crop_size, task.value_scale
         overlap = fit["overlap"] = schedule.window_overlap(crop)
         predictor = _predict_probabilities(task.model, device)

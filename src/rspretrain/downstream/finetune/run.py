@@ -76,6 +76,8 @@ class FinetuneConfig:
         progress: show progress bars.
         export: write ``model.safetensors`` and ``backbone.safetensors``.
         resume: continue from ``out_dir/checkpoints/last.ckpt`` (written after every epoch).
+        trainer: further ``lightning.Trainer`` arguments (``gradient_clip_val``...; callbacks and loggers by
+            ``class_path``), as in a pretraining config's ``trainer`` section.
     """
 
     method: str = "finetune"
@@ -99,6 +101,7 @@ class FinetuneConfig:
     progress: bool = True
     export: bool = True
     resume: bool = False
+    trainer: dict[str, Any] = field(default_factory=dict)
 
 
 def _first_per_class(dataset, k: int | None):
@@ -216,6 +219,7 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None, cal
 
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision: {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    TrainerConfig(lightning=dict(cfg.trainer))  # a bad trainer.* key fails here, before any data is read
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1, got {cfg.epochs} and {cfg.batch_size}")
     task_cls = get_task(cfg.method)
@@ -249,7 +253,7 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None, cal
     trainer = build_trainer(
         TrainerConfig(max_steps=cfg.epochs * steps_per_epoch, ckpt_every_n_steps=steps_per_epoch,
                       log_every_n_steps=max(1, min(10, steps_per_epoch)), accelerator=cfg.accelerator,
-                      precision=cfg.precision, progress_bar=cfg.progress),
+                      precision=cfg.precision, progress_bar=cfg.progress, lightning=dict(cfg.trainer)),
         out, max_epochs=cfg.epochs, resume_from=resume_from, tensorboard=False,
         callbacks=[StepSeededRNG(cfg.seed), *callbacks],  # augmentation draws keyed on the step: exact resume
     )
