@@ -7,7 +7,8 @@ same seed (so the same initial weights) and trained on the same step-keyed batch
 - ``plain``: a hand-written loop (zero_grad, loss, backward, step, scheduler step), no logging, no checkpoints --
   what ``dense_training.py`` did before the harness;
 - ``harness``: :func:`~rspretrain.downstream.dense.dense_task.train_dense_task`, i.e. ``build_trainer`` + ``fit``,
-  with the CSV log and the end-of-epoch atomic checkpoint written to a temporary folder.
+  with the CSV log and the end-of-epoch atomic checkpoint written to a temporary folder;
+- ``harness without files``: the same with no run folder (Lightning's loop alone, no checkpoint, no logs).
 
 Printed and written (``--out``, default ``benchmarks/results/dense_harness_cpu.json``): the wall time of each, the
 ratio, the harness's start-up (trainer construction to first step), and the largest difference between the two runs'
@@ -81,7 +82,7 @@ class FirstStep(L.Callback):
             self.at = time.perf_counter()
 
 
-def harness(task, out: Path) -> dict:
+def harness(task, out: Path | None) -> dict:
     from rspretrain.downstream.dense.dense_task import train_dense_task
 
     first = FirstStep()
@@ -104,6 +105,7 @@ def main() -> None:
         for repeat in range(args.repeats):
             plain_task = build_task(name, schedule)
             plain = plain_loop(plain_task)
+            bare = harness(build_task(name, schedule), None)  # the loop alone: no checkpoint, no log files
             harness_task = build_task(name, schedule)
             with tempfile.TemporaryDirectory() as tmp:
                 lit = harness(harness_task, Path(tmp))
@@ -113,6 +115,8 @@ def main() -> None:
             row = {"task": name, "repeat": repeat, "steps": schedule.epochs * plain_task.steps_per_epoch,
                    "plain_seconds": round(plain["seconds"], 2), "harness_seconds": round(lit["seconds"], 2),
                    "harness_over_plain": round(lit["seconds"] / plain["seconds"], 3),
+                   "harness_without_files_seconds": round(bare["seconds"], 2),
+                   "harness_without_files_over_plain": round(bare["seconds"] / plain["seconds"], 3),
                    "harness_startup_seconds": round(lit["startup_seconds"], 2),
                    "epoch_loss_plain": plain["mean_loss"], "epoch_loss_harness": lit["mean_loss"],
                    "max_weight_difference": weight_gap}
@@ -122,6 +126,8 @@ def main() -> None:
     for name in args.tasks:
         mine = [r for r in rows if r["task"] == name]
         summary[name] = {"median_ratio": round(statistics.median(r["harness_over_plain"] for r in mine), 3),
+                         "median_ratio_without_files": round(
+                             statistics.median(r["harness_without_files_over_plain"] for r in mine), 3),
                          "median_plain_seconds": statistics.median(r["plain_seconds"] for r in mine),
                          "median_harness_seconds": statistics.median(r["harness_seconds"] for r in mine),
                          "max_weight_difference": max(r["max_weight_difference"] for r in mine)}

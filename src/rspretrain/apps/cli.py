@@ -114,7 +114,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         evaluate_dense_source(args.source, args.task, args.dataset, out if args.out else out / args.task,
                               args.epochs, args.freeze_backbone, args.image_size, args.batch_size,
                               _csv(args.predict_raster or ""), data_root=args.data_root, precision=args.precision,
-                              device=args.device, resume=args.resume, trainer=dict(args.trainer or {}))
+                              device=args.device, resume=args.resume, trainer=dict(args.trainer or {}),
+                              devices=args.devices)
         return 0
     run_evaluation(args.source, _csv(args.dataset or "eurosat,ucmerced"), _csv(args.protocol), out, args.data_root,
                    args.max_train_per_class, args.image_size, args.batch_size or 256)
@@ -225,9 +226,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         image_size=args.image_size, max_train_per_class=args.max_train_per_class,
         max_test_per_class=args.max_test_per_class, init=args.init, backbone=args.backbone, epochs=args.epochs,
         batch_size=args.batch_size, seed=args.seed, out_dir=out, accelerator=args.accelerator,
-        precision=args.precision, resume=args.resume, progress=not args.no_progress, **sections,
+        precision=args.precision, devices=args.devices, resume=args.resume, progress=not args.no_progress,
+        **sections,
     )  # fmt: skip
     result = run_finetune(cfg)
+    if not result:  # a DDP rank other than 0: it trained, rank 0 reports
+        return 0
     lo, hi = result["overall_accuracy_ci"]
     print(f"overall accuracy: {100 * result['overall_accuracy']:.2f} % [{100 * lo:.1f}, {100 * hi:.1f}] "
           f"(n_test={result['n_test']}); mean per-class accuracy {100 * result['mean_per_class_accuracy']:.2f} %")
@@ -322,6 +326,8 @@ def build_parser(benchmark_arguments: bool = True):
                    help="segmentation: comma list of GeoTIFFs to predict whole; change: BEFORE.tif,AFTER.tif")
     p.add_argument("--precision", default=None, help="dense tasks: Lightning precision of training (e.g. bf16-mixed)")
     p.add_argument("--device", default=None, help="dense tasks: cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--devices", type=int, default=None,
+                   help="dense tasks: DDP training processes (under torchrun, or spawned); rank 0 scores")
     p.add_argument("--resume", action="store_true",
                    help="dense tasks: continue each model's training from OUT/training/<model>/checkpoints/last.ckpt")
     p.add_argument("--trainer", type=dict[str, Any], default={},
@@ -401,6 +407,8 @@ def build_parser(benchmark_arguments: bool = True):
     p.add_argument("--out", default=None, help="default runs/finetune/<method>_<dataset>_seed<seed>")
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--precision", default="32-true", help="Lightning precision of training (e.g. bf16-mixed)")
+    p.add_argument("--devices", type=int, default=1,
+                   help="DDP training processes (under torchrun, or spawned); --batch-size is the global batch")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     for section, what in (("model", "task knobs (--model.kd_weight 0)"), ("optim", "optimiser (--optim.lr 0.01)"),

@@ -141,7 +141,8 @@ def evaluate_change_detection(
     device = torch.device(schedule.device)
     out = Path(out_dir) if out_dir is not None else None
     meta = report_meta(
-        "change", schedule.to_dict(), schedule.seed, dataset=dataset, data=str(train.root), train_split=train.split, n_train=len(train),
+        "change", schedule.to_dict(), schedule.seed, dataset=dataset, data=str(train.root), train_split=train.split,
+        n_train=len(train),
         n_test=len(test), test_pairs=test.names, threshold=THRESHOLD,
         change_fraction={"train": train.change_fraction(), "test": test.change_fraction()},
         schedule=schedule.to_dict(), models=names,
@@ -153,6 +154,8 @@ def evaluate_change_detection(
         task = ChangeDetectionTask(spec, train, schedule)
         fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume,
                                lightning=trainer)
+        if not fit.pop("is_global_zero"):
+            continue  # DDP: the other ranks only train; rank 0 scores and writes the report
         crop, value_scale = task.crop_size, task.value_scale
         overlap = fit["overlap"] = schedule.window_overlap(crop)
         predictor = _change_probability(task.model, device)
@@ -188,7 +191,7 @@ def evaluate_change_detection(
                         progress=schedule.progress, tags={"classes": "no change,change", "model": spec.name},
                     )
                     results[-1].extra.setdefault("predicted_rasters", []).append(str(target))
-    if out is not None:
+    if out is not None and results:
         write_report(out, results, meta, title=f"Change detection on {dataset}")
         plot_change_examples(test, shown, examples, out / "change.png")
         logger.info("wrote %s, %s and %s", out / "metrics.json", out / "change.png", out / "scores.png")

@@ -163,6 +163,8 @@ def train_dense_task(
     schedule = task.schedule
     total = schedule.epochs * task.steps_per_epoch
     accelerator, devices = trainer_device(schedule.device)
+    if schedule.devices > 1:  # DDP over that many processes of the device's kind (torchrun's, or spawned)
+        devices = schedule.devices
     cfg = TrainerConfig(max_steps=total, ckpt_every_n_steps=task.steps_per_epoch,
                         log_every_n_steps=max(1, min(10, task.steps_per_epoch)), precision=schedule.precision,
                         progress_bar=schedule.progress if progress is None else progress,
@@ -172,13 +174,16 @@ def train_dense_task(
     resume_from = resume_checkpoint(out, resume) if resume and last is not None and last.is_file() else None
     # Global RNG draws inside the model (Faster R-CNN's proposal sampling, dropout) keyed on the step as well.
     trainer = build_trainer(cfg, out, max_epochs=schedule.epochs, resume_from=resume_from, tensorboard=False,
-                            accelerator=accelerator, devices=devices, callbacks=[StepSeededRNG(schedule.seed), *callbacks])
+                            accelerator=accelerator, devices=devices,
+                            callbacks=[StepSeededRNG(schedule.seed), *callbacks])
     # Lightning keeps each module's train/eval mode; the encoder copy comes from an eval-mode spec, so training
     # mode is set here (a frozen pyramid keeps its backbone in eval mode, see FeaturePyramid.train).
     task.train()
     started = time.perf_counter()
     fit(trainer, task, out, resume_from)
     seconds = time.perf_counter() - started
-    task.to(torch.device(schedule.device)).eval()
+    # Every rank holds the same trained weights; rank 0 (is_global_zero) scores, on this process's device.
+    task.to(trainer.strategy.root_device).eval()
     return {**task.training_facts(), "steps": int(trainer.global_step), "train_seconds": round(seconds, 2),
+            "is_global_zero": trainer.is_global_zero, "world_size": trainer.world_size,
             **({"resumed_from": str(resume_from)} if resume_from else {})}

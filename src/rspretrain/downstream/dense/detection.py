@@ -36,7 +36,8 @@ from rspretrain.nn.backbones import is_transformer
 from rspretrain.nn.decoders import FeaturePyramid
 from rspretrain.nn.detectors import build_faster_rcnn
 
-__all__ = ["DetectionTask", "detection_schedule", "dihedral_boxes", "evaluate_detection", "load_detection_data", "random_box_crop"]
+__all__ = ["DetectionTask", "detection_schedule", "dihedral_boxes", "evaluate_detection", "load_detection_data",
+           "random_box_crop"]
 
 logger = logging.getLogger("rspretrain")
 
@@ -155,7 +156,8 @@ def evaluate_detection(
     device = torch.device(schedule.device)
     out = Path(out_dir) if out_dir is not None else None
     meta = report_meta(
-        "detection", schedule.to_dict(), schedule.seed, dataset=dataset, data=str(train.path), classes=train.classes, split=train.split_mode,
+        "detection", schedule.to_dict(), schedule.seed, dataset=dataset, data=str(train.path), classes=train.classes,
+        split=train.split_mode,
         n_train=len(train), n_test=len(test), train_boxes=train.num_boxes, test_boxes=test.num_boxes,
         test_images=test.names, schedule=schedule.to_dict(), models=names,
     )
@@ -168,6 +170,8 @@ def evaluate_detection(
         task = DetectionTask(spec, train, schedule)
         fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume,
                                lightning=trainer)
+        if not fit.pop("is_global_zero"):
+            continue  # DDP: the other ranks only train; rank 0 scores and writes the report
         model, value_scale = task.model, task.value_scale
         predictions = []
         with torch.no_grad():
@@ -183,7 +187,7 @@ def evaluate_detection(
                     100 * metrics["ap"])
         if out is not None:
             write_report(out, results, meta, final=False)
-    if out is not None:
+    if out is not None and results:
         write_report(out, results, meta, title=f"Object detection on {dataset}")
         plot_detection_examples(test, shown, examples, out / "detections.png")
         logger.info("wrote %s, %s and %s", out / "metrics.json", out / "detections.png", out / "scores.png")

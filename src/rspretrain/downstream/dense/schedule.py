@@ -70,6 +70,8 @@ class DenseSchedule:
         overlap: sliding-window overlap in pixels at test time (None: a quarter of the window).
         seed: seed of crops, augmentation and head initialisation.
         device: torch device (``cpu``, ``cuda``, ``cuda:N``).
+        devices: training processes (DDP); each draws ``batch_size`` crops of its own per step, and an epoch keeps
+            ``crops_per_image`` crops per image over all of them. Rank 0 scores the test set.
         precision: Lightning precision of training (``32-true``, ``bf16-mixed``, ``16-mixed``).
         progress: show progress bars.
     """
@@ -87,11 +89,12 @@ class DenseSchedule:
     overlap: int | None = None
     seed: int = 0
     device: str = "cpu"
+    devices: int = 1
     precision: str = "32-true"
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "crops_per_image", "batch_size", "crop_size", "decoder_channels"):
+        for name in ("epochs", "crops_per_image", "batch_size", "crop_size", "decoder_channels", "devices"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
@@ -249,5 +252,6 @@ def random_crop_batch(
 
 
 def steps_for(n_images: int, schedule: DenseSchedule) -> int:
-    """Optimiser steps per epoch: ``crops_per_image`` crops per training image, in batches."""
-    return max(1, math.ceil(n_images * schedule.crops_per_image / schedule.batch_size))
+    """Optimiser steps per epoch: ``crops_per_image`` crops per training image, in batches of ``batch_size`` on
+    each of ``devices`` processes."""
+    return max(1, math.ceil(n_images * schedule.crops_per_image / (schedule.batch_size * schedule.devices)))

@@ -147,6 +147,8 @@ def evaluate_segmentation(
         task = SegmentationTask(spec, train, schedule)
         fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume,
                                lightning=trainer)
+        if not fit.pop("is_global_zero"):
+            continue  # DDP: the other ranks only train; rank 0 scores and writes the report
         crop, value_scale = task.crop_size, task.value_scale
         overlap = fit["overlap"] = schedule.window_overlap(crop)
         predictor = _predict_probabilities(task.model, device)
@@ -184,7 +186,7 @@ def evaluate_segmentation(
                         tags={"classes": ",".join(train.classes), "model": spec.name},
                     )
                     result.extra.setdefault("predicted_rasters", []).append(str(target))
-    if out is not None:
+    if out is not None and results:
         write_report(out, results, meta, title=f"Semantic segmentation on {dataset}")
         plot_segmentation_examples(test, shown, examples, out / "segmentation.png")
         logger.info("wrote %s, %s and %s", out / "metrics.json", out / "segmentation.png", out / "scores.png")

@@ -73,6 +73,8 @@ class FinetuneConfig:
         augment: :class:`~rspretrain.views.finetune_views.AugmentConfig` overrides.
         accelerator: Lightning accelerator (``auto`` picks a GPU when there is one).
         precision: Lightning precision of training (``32-true``, ``bf16-mixed``, ``16-mixed``).
+        devices: training processes (DDP, under torchrun or spawned); ``batch_size`` is the global batch, split
+            evenly over them. Rank 0 scores the test set and writes the outputs.
         progress: show progress bars.
         export: write ``model.safetensors`` and ``backbone.safetensors``.
         resume: continue from ``out_dir/checkpoints/last.ckpt`` (written after every epoch).
@@ -98,6 +100,7 @@ class FinetuneConfig:
     augment: dict[str, Any] = field(default_factory=dict)
     accelerator: str = "auto"
     precision: str = "32-true"
+    devices: int = 1
     progress: bool = True
     export: bool = True
     resume: bool = False
@@ -180,17 +183,20 @@ def _validate_model_overrides(task_cls, values: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def _train_loader(dataset, batch_size: int, seed: int, task):
+def _train_loader(dataset, batch_size: int, seed: int, task, rank: int = 0, world_size: int = 1):
     """Shuffled batches keyed on the training step (:class:`StepIndexedBatchSampler`): ``resume`` continues the
-    uninterrupted run's data order (a last partial batch is dropped, as in pretraining)."""
+    uninterrupted run's data order (a last partial batch is dropped, as in pretraining); under DDP each rank reads
+    its slice of the global batch ``batch_size``."""
     from torch.utils.data import DataLoader
 
     from rspretrain.data.io.collate import collate_batched
     from rspretrain.data.step_indexed_sampler import StepIndexedBatchSampler
 
-    if len(dataset) < 2:
-        raise DataError(f"{len(dataset)} training images: fine-tuning needs at least 2")
-    sampler = StepIndexedBatchSampler(len(dataset), min(batch_size, len(dataset)), seed=seed,
+    global_batch = min(batch_size, len(dataset))
+    if global_batch % world_size:
+        raise ConfigError(f"batch_size {global_batch} does not split evenly over {world_size} devices")
+    sampler = StepIndexedBatchSampler(len(dataset), global_batch // world_size, seed=seed, rank=rank,
+                                      world_size=world_size, name="fine-tuning train split",
                                       position=lambda: task.trainer.global_step if task._trainer is not None else 0)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_batched)
 
@@ -244,25 +250,32 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None, cal
         band_names=band_names, mean=mean, std=std, value_scale=float(train.value_scale), classes=list(train.classes),
         image_size=cfg.image_size, optim=cfg.optim, augment=cfg.augment, **model_overrides,
     )  # fmt: skip
-    loader = _train_loader(train, cfg.batch_size, cfg.seed, task)
-    steps_per_epoch = len(loader)
+    if len(train) < 2:
+        raise DataError(f"{len(train)} training images: fine-tuning needs at least 2")
+    global_batch = min(cfg.batch_size, len(train))
+    steps_per_epoch = len(train) // global_batch
     resume_from = resume_checkpoint(out, cfg.resume)
     out.mkdir(parents=True, exist_ok=True)
     task.provenance = provenance.collect(asdict(cfg), cfg.seed)
-    # One device: the test set is scored in this process after training. A checkpoint after every epoch.
+    # A checkpoint after every epoch; under DDP rank 0 scores the test set after training.
     trainer = build_trainer(
         TrainerConfig(max_steps=cfg.epochs * steps_per_epoch, ckpt_every_n_steps=steps_per_epoch,
                       log_every_n_steps=max(1, min(10, steps_per_epoch)), accelerator=cfg.accelerator,
-                      precision=cfg.precision, progress_bar=cfg.progress, lightning=dict(cfg.trainer)),
+                      devices=cfg.devices, precision=cfg.precision, progress_bar=cfg.progress,
+                      lightning=dict(cfg.trainer)),
         out, max_epochs=cfg.epochs, resume_from=resume_from, tensorboard=False,
         callbacks=[StepSeededRNG(cfg.seed), *callbacks],  # augmentation draws keyed on the step: exact resume
     )
+    # Built after the trainer: under torchrun (or in a spawned rank) it knows this process's rank.
+    loader = _train_loader(train, cfg.batch_size, cfg.seed, task, trainer.global_rank, trainer.world_size)
     logger.info("%s on %s: %d train / %d test images, %d classes, %d epochs of %d steps, init %s",
                 cfg.method, cfg.dataset, len(train), len(test), len(train.classes), cfg.epochs, steps_per_epoch,
                 cfg.init)
     start = time.perf_counter()
     fit(trainer, task, out, resume_from, train_dataloaders=loader)
     train_seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}  # DDP: the other ranks only train; rank 0 scores and writes the outputs
     task.to(trainer.strategy.root_device)  # Lightning hands the module back on the CPU; score where it trained
     last = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
 
@@ -276,8 +289,8 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None, cal
         metrics={k: v for k, v in scores.items() if k != "n_test"}, n_train=len(train), n_test=int(scores["n_test"]),
         extra={
             "epochs": cfg.epochs, "steps": int(trainer.global_step), "train_seconds": round(train_seconds, 2),
-            "train_images_per_s": round(trainer.global_step * loader.batch_sampler.batch_size
-                                        / max(train_seconds, 1e-9), 1),
+            "train_images_per_s": round(trainer.global_step * global_batch / max(train_seconds, 1e-9), 1),
+            "world_size": trainer.world_size,
             "test_seconds": round(test_seconds, 2), "final_train_metrics": last,
             **({"resumed_from": str(resume_from)} if resume_from else {}),
         },
