@@ -113,3 +113,19 @@ class _Head:
     def __getitems__(self, indices):
         batch = self.dataset.__getitems__(list(indices))
         return {"image": batch["image"], "label": torch.as_tensor(self.labels[list(indices)])}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_bf16_mixed_step_runs_with_fp32_views(name):
+    """Under CPU bf16 autocast (``trainer.precision bf16-mixed``) a training step's forward is finite and its
+    gradients reach the backbone; the views are made in fp32."""
+    torch.manual_seed(0)
+    cls = methods.get_method(name)
+    kwargs = {"backbone": "resnet18", "image_size": 32, **_model_overrides(cls)}
+    model = methods.create(name, in_chans=3, **kwargs).train()
+    batch = model.example_batch(4, 40, torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = model.step_loss(batch)
+    assert torch.isfinite(loss), (name, float(loss))
+    loss.backward()
+    assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.backbone.parameters())

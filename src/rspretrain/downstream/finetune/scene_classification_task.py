@@ -141,7 +141,9 @@ class SceneClassificationTask(BackboneModule):
         return loss, logits, {"loss_ce": loss.detach()}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = self.views.train_view(batch["image"]), batch["label"].long()
+        with torch.autocast(device_type=self.device.type, enabled=False):  # augmentation in fp32 (see PretrainMethod)
+            x = self.views.train_view(batch["image"])
+        y = batch["label"].long()
         loss, logits, logs = self.loss(x, y)
         self.log_training_step(loss, logs)
         self.train_accuracy(logits.detach(), y)

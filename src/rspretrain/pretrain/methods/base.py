@@ -97,8 +97,19 @@ class PretrainMethod(BackboneModule):
         return {"image": torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)}
 
     # -- Lightning ---------------------------------------------------------------------------------
+    def step_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        """Views, then the loss: one training step's forward.
+
+        The views are made in fp32 under any autocast (``bf16-mixed``, ``16-mixed``): their colour maps, blur kernels
+        and masks are composed by matmuls that autocast would run in half precision, into fp32 buffers (a dtype
+        error in ``color_transform`` before this). The networks and losses then run under the autocast.
+        """
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            views = self.make_views(batch)
+        return self.loss_from_views(views, batch)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, logs = self.loss_from_views(self.make_views(batch), batch)
+        loss, logs = self.step_loss(batch)
         self.log_training_step(loss, logs)
         return loss
 
