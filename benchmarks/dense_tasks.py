@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from rspretrain.core.errors import ConfigError, RSPretrainError
+from rspretrain.core.errors import ConfigError, DataError, RSPretrainError
 from rspretrain.downstream.dense.evaluate import DENSE_TASKS, default_schedule, run_dense_task
 from rspretrain.downstream.report.record import Result, format_table
 from rspretrain.downstream.report.writer import read_report, report_meta, write_report
@@ -64,7 +64,10 @@ def finished(path: Path, names: list[str], schedule: dict) -> list[Result] | Non
     """The results in ``path`` if it already holds every model under the same schedule."""
     if not path.is_file():
         return None
-    meta, results = read_report(path)
+    try:
+        meta, results = read_report(path, complete=True)
+    except DataError:
+        return None  # interrupted (or unreadable): run again, its models resume from their checkpoints
     if sorted(r.model for r in results) != sorted(names) or meta.get("schedule") != schedule:
         return None
     return results

@@ -45,8 +45,12 @@ def test_report_round_trip_with_provenance(tmp_path):
     table = written["table"].read_text()
     assert table.startswith("# Scene classification") and f"seed 0, {record['created']}" in table
     assert sorted(p.name for p in written["metrics"].parent.iterdir()) == ["metrics.json", "results.md", "scores.png"]
-    write_report(tmp_path / "partial", results[:2], meta, final=False)  # after each model: the JSON only
+    assert payload["complete"] is True and read_report(written["metrics"], complete=True)[1] == results
+    partial = write_report(tmp_path / "partial", results[:2], meta, final=False)["metrics"]  # after each model
     assert [p.name for p in (tmp_path / "partial").iterdir()] == ["metrics.json"]
+    assert json.loads(partial.read_text())["complete"] is False and len(read_report(partial)[1]) == 2
+    with pytest.raises(DataError, match="metrics.json: the report of an evaluation that did not finish"):
+        read_report(partial, complete=True)
 
 
 def test_read_report_bad_file(tmp_path):

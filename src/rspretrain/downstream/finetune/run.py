@@ -334,7 +334,7 @@ def finetune_summary(meta: dict[str, Any], result: Result) -> dict[str, Any]:
 
 def read_finetune_summary(path: str | Path) -> dict[str, Any]:
     """:func:`finetune_summary` of a finished run's ``metrics.json``."""
-    meta, results = read_report(path)
+    meta, results = read_report(path, complete=True)
     return finetune_summary(meta, results[0])
 
 

@@ -39,10 +39,13 @@ def write_report(
     """Write ``out_dir/metrics.json`` and, when ``final``, ``results.md`` (table) and ``scores.png`` (chart).
 
     A run that scores several models calls this with ``final=False`` after each one (a crash keeps the finished
-    scores) and once with ``final=True`` at the end. Returns the paths written.
+    scores) and once with ``final=True`` at the end. ``metrics.json`` says which: ``"complete": false`` until the
+    final write, so an interrupted evaluation never leaves a file that looks finished (:func:`read_report` with
+    ``complete=True`` refuses it). Returns the paths written.
     """
     out = Path(out_dir)
-    written = {"metrics": write_json(out / "metrics.json", {"meta": meta, "results": [r.to_dict() for r in results]})}
+    payload = {"complete": bool(final), "meta": meta, "results": [r.to_dict() for r in results]}
+    written = {"metrics": write_json(out / "metrics.json", payload)}
     if final and results:
         from rspretrain.downstream.report.plot import plot_scores
 
@@ -57,17 +60,22 @@ def write_report(
     return written
 
 
-def read_report(path: str | os.PathLike) -> tuple[dict[str, Any], list[Result]]:
-    """``(meta, results)`` of a ``metrics.json`` written by :func:`write_report`.
+def read_report(path: str | os.PathLike, complete: bool = False) -> tuple[dict[str, Any], list[Result]]:
+    """``(meta, results)`` of a ``metrics.json`` written by :func:`write_report`; with ``complete``, only of a
+    finished evaluation.
 
     Raises:
-        DataError: the file is missing, not JSON, or not a report (names the file and the problem).
+        DataError: the file is missing, not JSON, not a report, or (``complete``) the report of an evaluation that
+            did not finish (names the file and the problem).
     """
     import json
 
     path = Path(path)
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
-        return dict(payload["meta"]), [Result.from_dict(r) for r in payload["results"]]
+        meta, results = dict(payload["meta"]), [Result.from_dict(r) for r in payload["results"]]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise DataError(f"{path}: not a readable report ({type(err).__name__}: {err})") from None
+    if complete and payload.get("complete") is False:
+        raise DataError(f"{path}: the report of an evaluation that did not finish ({len(results)} results)")
+    return meta, results
