@@ -5,7 +5,7 @@ files, ``--print_config``, ``class_path`` objects; :func:`parse_arguments`). A c
 annotation (:func:`coerce`), a section against its dataclass (:func:`build_dataclass`) and a ``model:`` section
 against a constructor's signature (:func:`constructor_parameters`); an unknown key or a value of the wrong type is a
 :class:`~rspretrain.core.errors.ConfigError` naming the key, one line. Command-line overrides are ``--section.key
-value`` pairs whose values are parsed as YAML (:func:`parse_overrides`).
+value`` pairs whose values jsonargparse parses as YAML (:func:`override_arguments` writes a dict of them as such).
 """
 
 from __future__ import annotations
@@ -106,30 +106,6 @@ def constructor_parameters(method_cls: type) -> dict[str, Any]:
                 continue
             params[name] = hints.get(name, Any)
     return params
-
-
-def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """``["--optim.lr", "0.1", "--seed=3"]`` -> ``{"optim.lr": 0.1, "seed": 3}``."""
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise ConfigError(f"unexpected argument {arg!r}; overrides look like --section.key value")
-        key = arg[2:]
-        if "=" in key:
-            key, raw = key.split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(args):
-                raise ConfigError(f"override --{key} has no value")
-            raw = args[i + 1]
-            i += 2
-        try:
-            out[key] = yaml.safe_load(raw)
-        except yaml.YAMLError:
-            out[key] = raw
-    return out
 
 
 # -- command-line / config-file parsing (jsonargparse) --------------------------------------------

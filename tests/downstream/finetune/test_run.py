@@ -35,6 +35,13 @@ def test_unknown_model_key_is_a_config_error_before_training(tmp_path):
         run_finetune(FinetuneConfig(method="cmid", out_dir=str(tmp_path)))
 
 
+def test_a_global_batch_that_does_not_split_over_the_devices_is_refused(tmp_path, data_root):
+    cfg = FinetuneConfig(dataset="eurosat", root=str(data_root), image_size=32, max_train_per_class=2,
+                         max_test_per_class=1, batch_size=5, devices=2, out_dir=str(tmp_path), progress=False)
+    with pytest.raises(ConfigError, match="batch_size 5 does not split evenly over 2 devices"):
+        run_finetune(cfg)
+
+
 def test_folder_dataset_is_split_by_ratio(tmp_path):
     import numpy as np
     from PIL import Image

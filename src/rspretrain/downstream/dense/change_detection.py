@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from rspretrain.data.dense.change_detection import ChangeDetectionFolder
-from rspretrain.downstream.dense.dense_task import DenseTask, train_dense_task
+from rspretrain.downstream.dense.dense_task import DenseTask, train_comparison_model
 from rspretrain.downstream.dense.metrics import binary_counts, bootstrap_interval, change_scores
 from rspretrain.downstream.dense.schedule import (
     DenseSchedule,
@@ -152,9 +152,8 @@ def evaluate_change_detection(
     shown = _example_indices(test, n_examples)
     for k, spec in enumerate(specs):
         task = ChangeDetectionTask(spec, train, schedule)
-        fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume,
-                               lightning=trainer)
-        if not fit.pop("is_global_zero"):
+        fit = train_comparison_model(task, out, resume, trainer)
+        if fit is None:
             continue  # DDP: the other ranks only train; rank 0 scores and writes the report
         crop, value_scale = task.crop_size, task.value_scale
         overlap = fit["overlap"] = schedule.window_overlap(crop)

@@ -43,7 +43,7 @@ from rspretrain.downstream.frozen.features import EncoderSpec
 from rspretrain.nn.decoders import FeaturePyramid, describe_pyramid
 from rspretrain.training.backbone_module import BackboneModule
 
-__all__ = ["DenseTask", "train_dense_task"]
+__all__ = ["DenseTask", "train_comparison_model", "train_dense_task"]
 
 logger = logging.getLogger("rspretrain")
 
@@ -187,3 +187,15 @@ def train_dense_task(
     return {**task.training_facts(), "steps": int(trainer.global_step), "train_seconds": round(seconds, 2),
             "is_global_zero": trainer.is_global_zero, "world_size": trainer.world_size,
             **({"resumed_from": str(resume_from)} if resume_from else {})}
+
+
+def train_comparison_model(
+    task: DenseTask, out: Path | None, resume: bool = False, lightning: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Train one model of a dense comparison in ``out/training/<model>/`` (nothing written without ``out``).
+
+    Returns its training facts on the process that scores (rank 0), None on the other DDP ranks, which only train.
+    """
+    folder = out / "training" / task.model_name if out is not None else None
+    fit = train_dense_task(task, folder, resume, lightning=lightning)
+    return fit if fit.pop("is_global_zero") else None

@@ -25,7 +25,7 @@ import torch
 
 from rspretrain.core.errors import ConfigError
 from rspretrain.data.dense.detection import DetectionFolder, NeonTreeCrowns, crop_boxes
-from rspretrain.downstream.dense.dense_task import DenseTask, train_dense_task
+from rspretrain.downstream.dense.dense_task import DenseTask, train_comparison_model
 from rspretrain.downstream.dense.metrics import detection_scores
 from rspretrain.downstream.dense.schedule import DenseSchedule, check_dense_inputs
 from rspretrain.downstream.frozen.features import EncoderSpec
@@ -168,9 +168,8 @@ def evaluate_detection(
                for b, lab in zip(test.boxes, test.labels)]
     for spec in specs:
         task = DetectionTask(spec, train, schedule)
-        fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume,
-                               lightning=trainer)
-        if not fit.pop("is_global_zero"):
+        fit = train_comparison_model(task, out, resume, trainer)
+        if fit is None:
             continue  # DDP: the other ranks only train; rank 0 scores and writes the report
         model, value_scale = task.model, task.value_scale
         predictions = []

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from rspretrain.data.dense.segmentation_folder import DubaiAerialSegmentation, SegmentationFolder
-from rspretrain.downstream.dense.dense_task import DenseTask, train_dense_task
+from rspretrain.downstream.dense.dense_task import DenseTask, train_comparison_model
 from rspretrain.downstream.dense.metrics import bootstrap_interval, confusion_matrix, iou_per_class, segmentation_scores
 from rspretrain.downstream.dense.schedule import (
     DenseSchedule,
@@ -145,9 +145,8 @@ def evaluate_segmentation(
     shown = list(range(min(n_examples, len(test))))
     for k, spec in enumerate(specs):
         task = SegmentationTask(spec, train, schedule)
-        fit = train_dense_task(task, out / "training" / spec.name if out is not None else None, resume,
-                               lightning=trainer)
-        if not fit.pop("is_global_zero"):
+        fit = train_comparison_model(task, out, resume, trainer)
+        if fit is None:
             continue  # DDP: the other ranks only train; rank 0 scores and writes the report
         crop, value_scale = task.crop_size, task.value_scale
         overlap = fit["overlap"] = schedule.window_overlap(crop)

@@ -183,18 +183,15 @@ def _validate_model_overrides(task_cls, values: dict[str, Any]) -> dict[str, Any
     return out
 
 
-def _train_loader(dataset, batch_size: int, seed: int, task, rank: int = 0, world_size: int = 1):
+def _train_loader(dataset, global_batch: int, seed: int, task, rank: int = 0, world_size: int = 1):
     """Shuffled batches keyed on the training step (:class:`StepIndexedBatchSampler`): ``resume`` continues the
     uninterrupted run's data order (a last partial batch is dropped, as in pretraining); under DDP each rank reads
-    its slice of the global batch ``batch_size``."""
+    its slice of ``global_batch`` (a multiple of ``world_size``)."""
     from torch.utils.data import DataLoader
 
     from rspretrain.data.io.collate import collate_batched
     from rspretrain.data.step_indexed_sampler import StepIndexedBatchSampler
 
-    global_batch = min(batch_size, len(dataset))
-    if global_batch % world_size:
-        raise ConfigError(f"batch_size {global_batch} does not split evenly over {world_size} devices")
     sampler = StepIndexedBatchSampler(len(dataset), global_batch // world_size, seed=seed, rank=rank,
                                       world_size=world_size, name="fine-tuning train split",
                                       position=lambda: task.trainer.global_step if task._trainer is not None else 0)
@@ -253,6 +250,8 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None, cal
     if len(train) < 2:
         raise DataError(f"{len(train)} training images: fine-tuning needs at least 2")
     global_batch = min(cfg.batch_size, len(train))
+    if global_batch % cfg.devices:
+        raise ConfigError(f"batch_size {global_batch} does not split evenly over {cfg.devices} devices")
     steps_per_epoch = len(train) // global_batch
     resume_from = resume_checkpoint(out, cfg.resume)
     out.mkdir(parents=True, exist_ok=True)
@@ -267,7 +266,7 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None, cal
         callbacks=[StepSeededRNG(cfg.seed), *callbacks],  # augmentation draws keyed on the step: exact resume
     )
     # Built after the trainer: under torchrun (or in a spawned rank) it knows this process's rank.
-    loader = _train_loader(train, cfg.batch_size, cfg.seed, task, trainer.global_rank, trainer.world_size)
+    loader = _train_loader(train, global_batch, cfg.seed, task, trainer.global_rank, trainer.world_size)
     logger.info("%s on %s: %d train / %d test images, %d classes, %d epochs of %d steps, init %s",
                 cfg.method, cfg.dataset, len(train), len(test), len(train.classes), cfg.epochs, steps_per_epoch,
                 cfg.init)
