@@ -1,10 +1,13 @@
-"""Shared fixtures: the real data in ../shared/data (see its MANIFEST.md)."""
+"""Shared fixtures: the real data in ../shared/data (see its MANIFEST.md), and a prepared (sharded) set of real JPEGs
+of mixed sizes in class folders, written by ``rspretrain prepare``."""
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -25,3 +28,37 @@ def _isolated_cache(tmp_path_factory):
     if "RSPRETRAIN_CACHE" not in os.environ:
         os.environ["RSPRETRAIN_CACHE"] = str(tmp_path_factory.mktemp("rspretrain-cache"))
     yield
+
+
+def write_jpegs(folder: Path, classes: tuple[str, ...] = ("farm", "forest", "town"), per_class: int = 12,
+                seed: int = 0) -> list[Path]:
+    """Smooth random JPEGs of sizes between 40 and 160 px a side, one folder per class."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            h, w = (int(v) for v in rng.integers(40, 160, 2))
+            base = rng.integers(0, 255, (h // 8 + 1, w // 8 + 1, 3)).astype(np.uint8)
+            image = Image.fromarray(base).resize((w, h), Image.Resampling.BILINEAR)
+            path = folder / name / f"{name}_{i:03d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path, quality=90)
+            paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def jpeg_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("jpegs") / "scenes"
+    write_jpegs(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prepared(jpeg_folder, tmp_path_factory) -> Path:
+    """``folder:`` of 36 JPEGs in 3 classes, prepared in chunks of about 20 KB (several per worker)."""
+    from rspretrain.data.shards.prepare import prepare
+
+    out = tmp_path_factory.mktemp("shards") / "scenes"
+    prepare(f"folder:{jpeg_folder}", out, workers=2, chunk_bytes="20KB", progress=False)
+    return out

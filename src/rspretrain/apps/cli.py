@@ -164,6 +164,23 @@ def cmd_landcover_labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from rspretrain.data.shards.prepare import prepare
+
+    options = dict(args.option or {})
+    if args.max_per_class is not None:
+        options["max_per_class"] = args.max_per_class
+    manifest = prepare(args.source, args.out, root=args.data_root, split=args.split, workers=args.workers,
+                       chunk_bytes=args.chunk_bytes, skip_corrupt=args.skip_corrupt,
+                       max_image_pixels=args.max_image_pixels, stats_max_images=args.stats_max_images,
+                       overwrite=args.overwrite, progress=not args.no_progress, **options)
+    classes = f", {len(manifest.classes)} classes" if manifest.classes else ""
+    print(f"{args.out}: {manifest.count} images{classes}, {manifest.shard_bytes / 1e6:.1f} MB "
+          f"(source files {manifest.source_bytes / 1e6:.1f} MB); {len(manifest.skipped)} skipped; "
+          f"train with --data.dataset shards:{args.out}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from rspretrain.core.errors import DataError
 
@@ -340,6 +357,30 @@ def build_parser(benchmark_arguments: bool = True):
                    help="which network's backbone (default: the method's own choice, e.g. GeoKR's teacher)")
 
     p = sub.add_parser(
+        "prepare",
+        help="write an image source to sharded, streamable chunks for pretraining at scale (shards:DIR)",
+        description="List SOURCE (eurosat, ucmerced, cifar10, folder:PATH with one folder per class -- ImageNet's "
+        "train/ --, unlabeled:PATH for a folder searched recursively -- Million-AID --, a .txt list or a .zip), check "
+        "that every image decodes, and write the original bytes to litdata chunks in --out with a manifest (classes, "
+        "bands, per-band statistics). Parallel over --workers processes; rerunning after a kill resumes.",
+    )
+    p.add_argument("source")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--workers", type=int, default=None, help="writer processes (default: the CPU count)")
+    p.add_argument("--split", default="all", help="split of a named set (default all)")
+    p.add_argument("--max-per-class", type=int, default=None, help="named sets: at most this many images per class")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--chunk-bytes", default="64MB", help="size of each chunk file (default 64MB)")
+    p.add_argument("--skip-corrupt", action="store_true", help="leave unreadable images out, counted and named")
+    p.add_argument("--max-image-pixels", type=int, default=2**28,
+                   help="largest image (width x height) read; larger ones are errors, or skipped with --skip-corrupt")
+    p.add_argument("--stats-max-images", type=int, default=2000, help="images in the band-statistics sample")
+    p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--option", type=dict[str, Any], default={}, help="further source options (--option.extensions "
+                   "[.jpg])")
+
+    p = sub.add_parser(
         "landcover-labels",
         help="land-cover class proportions of every image tile (GeoKR's labels) to a Parquet file",
         description="Tile the image (bands from one file or stacked single-band files), warp the land-cover product "
@@ -436,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         log.propagate = False
     commands = {
         "pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "export": cmd_export, "info": cmd_info,
-        "landcover-labels": cmd_landcover_labels,
+        "landcover-labels": cmd_landcover_labels, "prepare": cmd_prepare,
         "benchmark": cmd_benchmark,
         "quickstart": cmd_quickstart, "finetune": cmd_finetune,
     }

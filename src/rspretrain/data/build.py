@@ -9,6 +9,7 @@ from typing import Any, Callable
 from torch.utils.data import Dataset
 
 from rspretrain.core.errors import ConfigError, DataError
+from rspretrain.data.io.in_memory import SourceList, list_sources
 from rspretrain.data.io.rasters import RasterTiles, read_raster
 from rspretrain.data.pretrain.land_cover import LandCoverTiles
 from rspretrain.data.pretrain.scene_collection import SceneCollection
@@ -27,7 +28,12 @@ SPEC_FORMS = (
     "unlabeled:PATH",
     "geotiff:PATH[,PATH...][;PATH...]",
     "landcover:PATH[,PATH...][;PATH...]",
+    "shards:DIR",
 )
+
+#: The spec forms whose images are files that ``rspretrain prepare`` can write to shards as they are.
+IMAGE_FILE_FORMS = ("eurosat", "ucmerced", "cifar10", "folder:PATH", "unlabeled:PATH")
+_NAMED = {"eurosat": EuroSAT, "ucmerced": UCMerced, "cifar10": CIFAR10Subset}
 
 
 #: Parameters that build_dataset sets itself (from the spec, root, split, image_size), never from **kwargs.
@@ -125,8 +131,8 @@ def build_dataset(
     """
     kind, sep, argument = spec.partition(":")
     kind = kind.strip().lower()
-    if kind in ("eurosat", "ucmerced", "cifar10") and not sep:
-        cls = {"eurosat": EuroSAT, "ucmerced": UCMerced, "cifar10": CIFAR10Subset}[kind]
+    if kind in _NAMED and not sep:
+        cls = _NAMED[kind]
         (options,) = _options(spec, (cls.__init__,), kwargs)
         if image_size is not None or cls is not UCMerced:
             options["image_size"] = image_size  # UCMerced keeps its 256 default unless a size is given
@@ -175,3 +181,29 @@ def build_dataset(
         ]
         return tiles[0] if len(tiles) == 1 else SceneCollection(tiles)
     raise DataError(f"unknown dataset spec {spec!r}; valid forms: {', '.join(SPEC_FORMS)}")
+
+
+def list_image_sources(spec: str, root: str | Path | None = None, split: str = "all", **kwargs: Any) -> SourceList:
+    """The image files (and labels, classes) a spec names, listed as :func:`build_dataset` would read them but not
+    decoded: the input of ``rspretrain prepare``.
+
+    Forms: :data:`IMAGE_FILE_FORMS` (the named sets take their ``split`` and options, e.g. ``max_per_class``;
+    ``folder:`` and ``unlabeled:`` take ``extensions`` and are listed whole, ``split`` ``"all"`` or ``"train"``).
+
+    Raises:
+        DataError: another spec form, or any listing problem (missing folder, empty folder, bad layout).
+        ConfigError: unknown option or split.
+    """
+    kind, sep, argument = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind in _NAMED and not sep:
+        cls = _NAMED[kind]
+        (options,) = _options(spec, (cls.__init__,), kwargs)
+        return list_sources(cls, root=root, split=split, **options)
+    if sep and argument.strip() and kind in ("folder", "unlabeled"):
+        _whole_only(spec, split)
+        cls = SceneFolder if kind == "folder" else UnlabeledImages
+        (options,) = _options(spec, (cls.__init__,), kwargs)
+        options.pop("cache", None)
+        return list_sources(cls, _data_path(argument.strip(), root), **options)
+    raise DataError(f"{spec!r} cannot be prepared as image files; forms: {', '.join(IMAGE_FILE_FORMS)}")

@@ -37,6 +37,7 @@ from rspretrain.core.config import (
 )
 from rspretrain.core.errors import ConfigError
 from rspretrain.core.optim import OptimConfig
+from rspretrain.data.shards.decode_crops import DEFAULT_MAX_IMAGE_PIXELS
 from rspretrain.pretrain.methods import get_method
 from rspretrain.training.backbone_module import DATA_DERIVED
 from rspretrain.training.trainer import HARNESS_TRAINER_ARGS, TrainerConfig
@@ -63,6 +64,13 @@ class DataConfig:
     epoch_length: int | None = None
     #: Further keyword arguments of the dataset (e.g. ``landcover:`` tiles: land_cover, scheme, tile, stride).
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    #: Decode size of an in-memory natural source whose images differ in size (None: their own size).
+    natural_image_size: int | None = None
+    #: Streamed data (``shards:``): the largest image read, width x height (the pixel-limit policy).
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    #: Streamed data from object storage: local chunk cache folder, and the storage client's options.
+    shard_cache: str | None = None
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,9 +1,18 @@
 """DataModule for pretraining: one unlabeled (or labeled, labels unused) image source, batched.
 
-Images are held decoded in memory (see :mod:`rspretrain.data`), so a batch is one tensor
-gather through the dataset's ``__getitems__``; augmentation happens later, batched, on the
-model's device. Per-band mean/std (in the [0, 1] value range) are measured on the training
-images and travel with the model into checkpoints and exports.
+Two paths:
+
+* in memory (every spec but ``shards:``; the small sets): images are held decoded (see :mod:`rspretrain.data`), so
+  a batch is one tensor gather through the dataset's ``__getitems__``; per-band mean/std (in the [0, 1] value range)
+  are measured on the training images;
+* streamed (``shards:DIR`` or ``shards:s3://...``, written by ``rspretrain prepare``): litdata's loader, each rank
+  and worker reading its own chunks, images decoded and cropped in the workers at the view size
+  (:class:`~rspretrain.data.shards.shard_images.ShardImages`); bands, classes and mean/std come from the set's
+  manifest, so no pass over the data is made; the loader's position is saved in checkpoints (Lightning stores a
+  stateful loader's ``state_dict``), so a resumed run continues inside the epoch.
+
+Either way augmentation happens later, batched, on the model's device, and the statistics travel with the model into
+checkpoints and exports.
 """
 
 from __future__ import annotations
@@ -14,8 +23,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from rspretrain.core.errors import DataError
+from rspretrain.core.errors import ConfigError, DataError
+from rspretrain.data.shards.decode_crops import DEFAULT_MAX_IMAGE_PIXELS, DecodePlan
 from rspretrain.data.step_indexed_sampler import StepIndexedBatchSampler
+
+SHARDS_PREFIX = "shards:"
 
 
 def batch_as_is(batch: Any) -> Any:
@@ -71,6 +83,11 @@ class PretrainDataModule(L.LightningDataModule):
         epoch_length: items per epoch of the pairing (default: the larger source).
         dataset_options: further keyword arguments of the dataset (e.g. for ``"landcover:PATH"``: ``land_cover``,
             ``scheme``, ``tile``, ``stride``; see :func:`rspretrain.data.build_dataset`).
+        natural_image_size: decode size of an in-memory natural source (needed when its images differ in size,
+            e.g. an ImageNet-layout folder); None keeps their own size.
+        max_image_pixels: streamed data: the largest image read (see :mod:`rspretrain.data.shards.decode_crops`).
+        shard_cache: streamed data from object storage: local chunk cache folder (litdata's default if None).
+        storage_options: streamed data from object storage: client options (``endpoint_url``, ...).
         seed: shuffling seed.
     """
 
@@ -89,6 +106,10 @@ class PretrainDataModule(L.LightningDataModule):
         natural_split: str = "train",
         epoch_length: int | None = None,
         dataset_options: dict[str, Any] | None = None,
+        natural_image_size: int | None = None,
+        max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+        shard_cache: str | None = None,
+        storage_options: dict[str, Any] | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -98,10 +119,56 @@ class PretrainDataModule(L.LightningDataModule):
         self.skip_corrupt, self.stats_max_images, self.seed = skip_corrupt, stats_max_images, seed
         self.natural_spec, self.natural_split, self.epoch_length = natural_dataset, natural_split, epoch_length
         self.dataset_options = dict(dataset_options or {})
-        self.dataset = None
+        self.natural_image_size, self.max_image_pixels = natural_image_size, int(max_image_pixels)
+        self.shard_cache, self.storage_options = shard_cache, dict(storage_options or {})
+        self.dataset = self.natural = None
+        self.streamed = str(dataset).startswith(SHARDS_PREFIX)
+        if natural_dataset is not None and str(natural_dataset).startswith(SHARDS_PREFIX) != self.streamed:
+            raise ConfigError(f"data.dataset {dataset!r} and data.natural_dataset {natural_dataset!r}: both or neither "
+                              "must be prepared shards (rspretrain prepare)")
+
+    def _shards(self, spec: str):
+        from rspretrain.data.shards.shard_images import ShardImages
+
+        if self.split not in ("train", "all"):
+            raise ConfigError(f"{spec}: a prepared set is one split; data.split must be 'train' or 'all'")
+        if self.max_per_class is not None or self.dataset_options:
+            raise ConfigError(f"{spec}: data.max_per_class and data.dataset_options apply when preparing "
+                              "(rspretrain prepare ... --max_per_class), not to prepared shards")
+        return ShardImages(spec[len(SHARDS_PREFIX):], seed=self.seed, skip_corrupt=self.skip_corrupt,
+                           cache_dir=self.shard_cache, storage_options=self.storage_options)
+
+    def _setup_streamed(self) -> None:
+        self.dataset = self._shards(self.spec)
+        self.natural = None if self.natural_spec is None else self._shards(self.natural_spec)
+        if self.natural is not None:
+            if not self.natural.labelled:
+                raise DataError(f"{self.natural_spec}: the natural image source has no labels "
+                                "(GeRSP's supervised branch needs them)")
+            if self.natural.manifest.in_chans != self.dataset.manifest.in_chans:
+                raise DataError(f"{self.natural_spec}: natural images have {self.natural.manifest.in_chans} bands "
+                                f"but the RS images have {self.dataset.manifest.in_chans}")
+        if len(self.dataset) < self.batch_size:
+            raise DataError(f"{self.spec}: {len(self.dataset)} images, fewer than one batch of {self.batch_size} "
+                            "(lower data.batch_size)")
+        self.mean, self.std = list(self.dataset.manifest.mean), list(self.dataset.manifest.std)
+
+    def set_decode_crops(self, image_size: int, crop_scales: tuple[tuple[float, float], ...],
+                         natural_crop_scales: tuple[tuple[float, float], ...] = ()) -> None:
+        """Streamed data: the view size and per-view crop scales of the method's recipe (its ``decode_plan``); the
+        in-memory path ignores this (its images are decoded at ``image_size`` and cropped on the device)."""
+        if not self.streamed:
+            return
+        self.dataset.set_plan(DecodePlan(image_size, tuple(crop_scales), max_image_pixels=self.max_image_pixels))
+        if self.natural is not None:
+            self.natural.set_plan(DecodePlan(image_size, tuple(natural_crop_scales),
+                                             max_image_pixels=self.max_image_pixels))
 
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
+            return
+        if self.streamed:
+            self._setup_streamed()
             return
         from rspretrain.data import build_dataset
 
@@ -113,9 +180,14 @@ class PretrainDataModule(L.LightningDataModule):
         if self.natural_spec is not None:
             from rspretrain.data.pretrain.paired import PairedDataset
 
-            natural = build_dataset(
-                self.natural_spec, root=self.root, split=self.natural_split, skip_corrupt=self.skip_corrupt
-            )
+            try:
+                natural = build_dataset(self.natural_spec, root=self.root, split=self.natural_split,
+                                        image_size=self.natural_image_size, skip_corrupt=self.skip_corrupt)
+            except DataError as err:
+                if self.natural_image_size is not None or " px but " not in str(err):
+                    raise
+                raise DataError(f"{err}; set data.natural_image_size (e.g. the view size) to decode images of "
+                                "differing sizes, or prepare the source as shards") from None
             self.dataset = PairedDataset(self.dataset, natural, self.epoch_length, self.spec, self.natural_spec)
         if len(self.dataset) < self.batch_size:
             raise DataError(
@@ -126,7 +198,17 @@ class PretrainDataModule(L.LightningDataModule):
 
     @property
     def in_chans(self) -> int:
+        if self.streamed:
+            return self.dataset.manifest.in_chans
         return int(self.dataset.__getitems__([0])["image"].shape[1])
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class names of a labelled main source (None if it has no labels)."""
+        if self.streamed:
+            return self.dataset.classes
+        labelled = getattr(self.dataset, "labels", None) is not None
+        return getattr(self.dataset, "classes", None) if labelled else None
 
     @property
     def band_names(self) -> tuple[str, ...] | None:
@@ -147,13 +229,15 @@ class PretrainDataModule(L.LightningDataModule):
             "value_scale": self.value_scale,
         }
         if self.natural_spec is not None:
-            kwargs["num_classes"] = self.dataset.num_classes
+            kwargs["num_classes"] = len(self.natural.classes) if self.streamed else self.dataset.num_classes
         elif getattr(self.dataset, "target_kind", None) == "proportions":  # land-cover tiles (GeoKR's labels)
             kwargs["num_classes"] = self.dataset.num_classes
             kwargs["class_names"] = tuple(self.dataset.classes)
         return kwargs
 
     def train_dataloader(self) -> DataLoader:
+        if self.streamed:
+            return self._streamed_loader()
         trainer = self.trainer
         sampler = StepIndexedBatchSampler(
             len(self.dataset),
@@ -173,4 +257,26 @@ class PretrainDataModule(L.LightningDataModule):
             # Worker seeds come from this generator, not the global RNG the views draw from.
             generator=torch.Generator().manual_seed(self.seed),
             persistent_workers=self.num_workers > 0,
+        )
+
+    def _streamed_loader(self):
+        from litdata import ParallelStreamingDataset, StreamingDataLoader
+
+        from rspretrain.data.shards.shard_images import collate_streamed
+
+        if self.dataset.plan is None:
+            raise RuntimeError("set_decode_crops() was not called: the view recipe decides the decode-time crops")
+        dataset = self.dataset
+        if self.natural is not None:
+            # GeRSP's pairing: one RS and one natural sample per item, the shorter source cycled.
+            length = self.epoch_length or max(len(self.dataset), len(self.natural))
+            dataset = ParallelStreamingDataset([self.dataset, self.natural], length=length, seed=self.seed)
+        return StreamingDataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=collate_streamed,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            drop_last=True,
         )

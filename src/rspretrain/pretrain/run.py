@@ -57,13 +57,15 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule]:
         # Land-cover proportions are labels for methods that learn from them (geokr); others just see the tiles.
         data_kwargs = {k: v for k, v in data_kwargs.items() if k not in ("num_classes", "class_names")}
     if getattr(method_cls, "trains_on_labels", False):  # supervised: the main source's own classes
-        classes = getattr(dm.dataset, "classes", None)
-        if not classes or getattr(dm.dataset, "labels", None) is None:
+        classes = getattr(dm, "classes", None)
+        if not classes:
             raise ConfigError(f"data.dataset {cfg.data.dataset!r} has no labels; method {cfg.method!r} needs them")
         data_kwargs["num_classes"] = len(classes)
     if "num_classes" in data_kwargs and "num_classes" not in accepted:
         raise ConfigError(f"data.natural_dataset is used by methods with a supervised branch (gersp), not {cfg.method!r}")
     model = method_cls(**cfg.model, **data_kwargs, optim=asdict(cfg.optim), views=asdict(cfg.views))
+    if callable(getattr(dm, "set_decode_crops", None)):  # streamed data is cropped at decode time, by the recipe
+        dm.set_decode_crops(model.input_size(), *model.decode_crop_scales())
     return model, dm
 
 

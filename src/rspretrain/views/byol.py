@@ -39,7 +39,7 @@ class BYOLViews(MoCoV2Views):
     def one_view(self, x: torch.Tensor, which: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """View ``which`` (0 or 1) of a float [0, 1] batch."""
         c = self.cfg
-        v = self.crop_and_jitter(x, generator)
+        v = self.crop_and_jitter(x, generator, view=which)
         v = VF.gaussian_blur(v, (c.blur_sigma_min, c.blur_sigma_max), c.blur_p[which], generator=generator)
         v = VF.solarize(v, p=c.solarize_p[which], rgb=self.rgb, generator=generator)
         return VF.normalize(v, self.mean, self.std)

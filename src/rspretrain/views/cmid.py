@@ -52,6 +52,9 @@ class CMIDViewsConfig:
     crop_scale_min: float = 0.3
     crop_scale_max: float = 1.0
     flip_p: float = 0.5
+    #: Streamed data: the official code resizes every image to the training size before its crops (True); False
+    #: crops from the image as stored.
+    resize_before_crop: bool = True
     jitter_p: float = 0.8
     brightness: float = 0.4
     contrast: float = 0.4
@@ -115,15 +118,11 @@ class CMIDViews(BandViews):
         self.masker = BlockMaskGenerator(image_size, mask_patch_size, self.cfg.mask_ratio)
         self.feature_grid = feature_grid
 
-    def _crop(self, x: torch.Tensor, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
-        c = self.cfg
-        b, _, h, w = x.shape
-        boxes = VF.sample_resized_crops(
-            b, h, w, scale=(c.crop_scale_min, c.crop_scale_max), device=x.device, generator=generator
-        )
-        flip = torch.rand(b, device=x.device, generator=generator) < c.flip_p
-        view = VF.crop_resize_flip(x, boxes, self.image_size, flip)
-        return view, cell_centres(boxes, flip, self.feature_grid)
+    def _crop(self, x: torch.Tensor, view: int, generator=None, boxes=None) -> tuple[torch.Tensor, torch.Tensor]:
+        crops, boxes, flip = self.resized_crop(x, view, generator, boxes)
+        if boxes is None:
+            raise ValueError("CMID's views need the boxes of crops taken at decode time (batch['crop_boxes'])")
+        return crops, cell_centres(boxes, flip, self.feature_grid)
 
     def strong(self, v: torch.Tensor, generator=None) -> torch.Tensor:
         """View B's photometric chain on a cropped [0, 1] batch (before standardisation)."""
@@ -138,10 +137,13 @@ class CMIDViews(BandViews):
         return VF.color_transform(v, 0, 0, 0, 0, 0.0, c.grayscale_p, self.rgb, generator)  # grayscale last
 
     @torch.no_grad()
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> CMIDViewPair:
+    def forward(
+        self, images: torch.Tensor, generator: torch.Generator | None = None, boxes: torch.Tensor | None = None
+    ) -> CMIDViewPair:
+        """Views of ``(B, C, H, W)`` images, or of ``(B, 2, C, S, S)`` crops taken at decode time with their boxes."""
         x = VF.to_float(images, self.value_scale)
-        view_a, centres_a = self._crop(x, generator)
-        view_b, centres_b = self._crop(x, generator)
+        view_a, centres_a = self._crop(x, 0, generator, boxes)
+        view_b, centres_b = self._crop(x, 1, generator, boxes)
         view_a = VF.normalize(view_a, self.mean, self.std)
         view_b = VF.normalize(self.strong(view_b, generator), self.mean, self.std)
         masked_a, mask_a = self.masker(view_a, generator)

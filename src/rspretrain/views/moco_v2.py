@@ -36,6 +36,8 @@ class ViewsConfig:
     blur_sigma_min: float = 0.1
     blur_sigma_max: float = 2.0
     flip_p: float = 0.5
+    #: Streamed data: resize each image to the view size before cropping (False: crop from the image as stored).
+    resize_before_crop: bool = False
 
 
 class MoCoV2Views(BandViews):
@@ -51,22 +53,17 @@ class MoCoV2Views(BandViews):
 
     config_class = ViewsConfig
 
-    def one_view(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One augmented view of a float [0, 1] batch."""
+    def one_view(self, x: torch.Tensor, generator: torch.Generator | None = None, view: int = 0) -> torch.Tensor:
+        """One augmented view of a float [0, 1] batch (``view`` picks the decoded crop of a 5-D batch)."""
         c = self.cfg
-        v = VF.gaussian_blur(self.crop_and_jitter(x, generator), (c.blur_sigma_min, c.blur_sigma_max), c.blur_p,
-                             generator=generator)
+        v = VF.gaussian_blur(self.crop_and_jitter(x, generator, view), (c.blur_sigma_min, c.blur_sigma_max),
+                             c.blur_p, generator=generator)
         return VF.normalize(v, self.mean, self.std)
 
-    def crop_and_jitter(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def crop_and_jitter(self, x: torch.Tensor, generator: torch.Generator | None = None, view: int = 0) -> torch.Tensor:
         """Random resized crop with a horizontal flip, then colour jitter and grayscale (on the RGB bands)."""
         c = self.cfg
-        b, _, h, w = x.shape
-        boxes = VF.sample_resized_crops(
-            b, h, w, scale=(c.crop_scale_min, c.crop_scale_max), device=x.device, generator=generator
-        )
-        flip = torch.rand(b, device=x.device, generator=generator) < c.flip_p
-        v = VF.crop_resize_flip(x, boxes, self.image_size, flip)
+        v, _, _ = self.resized_crop(x, view, generator)
         return VF.color_transform(
             v, c.brightness, c.contrast, c.saturation, c.hue, c.jitter_p, c.grayscale_p, self.rgb, generator
         )
@@ -74,4 +71,4 @@ class MoCoV2Views(BandViews):
     @torch.no_grad()
     def forward(self, images: torch.Tensor, n_views: int = 2) -> list[torch.Tensor]:
         x = VF.to_float(images, self.value_scale)
-        return [self.one_view(x) for _ in range(n_views)]
+        return [self.one_view(x, view=k) for k in range(n_views)]

@@ -29,7 +29,7 @@ from rspretrain.core.errors import DataError
 logger = logging.getLogger("rspretrain")
 
 #: Pillow modes whose samples are 8-bit and therefore convert to 8-bit RGB without losing values.
-_EIGHT_BIT_MODES = frozenset(
+EIGHT_BIT_MODES = frozenset(
     {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
 )
 
@@ -158,7 +158,7 @@ def _decode_one(reader: _Reader, source: ImageSource, image_size: int | None) ->
         with Image.open(io.BytesIO(data)) as opened:
             # load() forces the full decode here, so truncated files fail now rather than yielding grey padding.
             opened.load()
-            if opened.mode not in _EIGHT_BIT_MODES:
+            if opened.mode not in EIGHT_BIT_MODES:
                 # 16-bit or float images would be clipped to 0..255 by convert("RGB"): a silently wrong result.
                 raise DataError(
                     f"{source}: {opened.mode} image (more than 8 bits per sample) cannot be stored as 8-bit RGB "

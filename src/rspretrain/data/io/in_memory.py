@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -67,6 +67,29 @@ def load_images(
         skipped_set = set(range(len(items))) - set(decoded.kept)
         _cache.save_cached(key, decoded.array, sorted(skipped_set), f"{len(items)} images, first {items[0]}")
     return torch.from_numpy(decoded.array), decoded.kept, decoded.skipped
+
+
+class SourceList(NamedTuple):
+    """The image files of a dataset and their labels, before any decoding (see :func:`list_sources`)."""
+
+    sources: list
+    labels: list[int] | None
+    classes: list[str] | None
+
+
+def list_sources(cls: type, *args, **kwargs) -> SourceList:
+    """The files an :class:`InMemoryImageDataset` subclass would decode for these constructor arguments, and their
+    labels, without decoding anything (``rspretrain prepare`` writes them to shards as they are).
+
+    Example: ``list_sources(EuroSAT, split="train")``, ``list_sources(SceneFolder, "imagenet/train")``.
+    """
+    dataset = cls.__new__(cls)
+    dataset._list_only = True
+    cls.__init__(dataset, *args, **kwargs)
+    listed = getattr(dataset, "_listed", None)
+    if listed is None:
+        raise TypeError(f"{cls.__name__} does not read image files through _init_from_sources")
+    return listed
 
 
 class InMemoryImageDataset(Dataset):
@@ -142,7 +165,15 @@ class InMemoryImageDataset(Dataset):
         cache: bool,
         skip_corrupt: bool,
     ) -> None:
-        """Decode (or load from cache) ``sources`` and initialise this dataset; used by the named datasets."""
+        """Decode (or load from cache) ``sources`` and initialise this dataset; used by the named datasets.
+
+        Under :func:`list_sources` it only records what it would decode (the one funnel of every image-file
+        dataset, so their layout rules -- split tables, class folders, list files, zips -- are written once).
+        """
+        if getattr(self, "_list_only", False):
+            self._listed = SourceList(list(sources), None if labels is None else [int(v) for v in labels],
+                                      None if classes is None else [str(c) for c in classes])
+            return
         images, kept, skipped = load_images(sources, image_size=image_size, cache=cache, skip_corrupt=skip_corrupt)
         kept_labels = None if labels is None else [int(labels[i]) for i in kept]
         files = [str(_decode.as_source(sources[i])) for i in kept]
@@ -277,4 +308,4 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-__all__ = ["InMemoryImageDataset", "RGB_BANDS", "load_images"]
+__all__ = ["InMemoryImageDataset", "RGB_BANDS", "SourceList", "list_sources", "load_images"]

@@ -50,6 +50,8 @@ class PretrainMethod(BackboneModule):
     #: Overrides of ``default_config`` that make it a seconds-long run on the bundled data (tiny splits, queues and
     #: heads): the registry contract test trains every registered method with them.
     smoke_overrides: ClassVar[dict[str, Any]] = {}
+    #: Views made of each image (the crops taken per image when streamed data is cropped at decode time).
+    views_per_image: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -135,3 +137,12 @@ class PretrainMethod(BackboneModule):
 
     def input_size(self) -> int:
         return int(self.views.image_size)
+
+    def decode_crop_scales(self) -> tuple[tuple, tuple]:
+        """For streamed data: per view, the crop area ranges to take at decode time, for the main source and for a
+        natural source (one view); empty when the recipe resizes first (see
+        :meth:`rspretrain.views.band_views.BandViews.crop_scales`)."""
+        crop_scales = getattr(self.views, "crop_scales", None)
+        if crop_scales is None:
+            return (), ()
+        return crop_scales(self.views_per_image), crop_scales(1)

@@ -198,7 +198,7 @@ class CMID(PretrainMethod):
 
     # -- steps -------------------------------------------------------------------------------------
     def make_views(self, batch: dict[str, torch.Tensor]) -> CMIDViewPair:
-        return self.views(batch["image"])
+        return self.views(batch["image"], boxes=batch.get("crop_boxes"))
 
     def current_teacher_temperature(self) -> float:
         return self.teacher_temperature(self.global_step, self.schedule_total_steps)

@@ -39,6 +39,7 @@ class Supervised(PretrainMethod):
     smoke_overrides: dict = {}  # the CIFAR-10 subset is small (10,000 images of 32 px) and takes no split caps
     #: ``num_classes`` comes from the training source's classes (see ``train.build``).
     trains_on_labels = True
+    views_per_image = 1
 
     def __init__(self, num_classes: int = 10, label_smoothing: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
