@@ -36,7 +36,7 @@ from rspretrain.nn.batch_shuffle import shuffled_forward
 from rspretrain.views import functional as VF
 from rspretrain.views.moco_v2 import MoCoV2Views
 
-def fixed_view(self, x, generator=None):  # deterministic views: only the DDP mechanics differ
+def fixed_view(self, x, generator=None, view=0):  # deterministic views: only the DDP mechanics differ
     return VF.normalize(F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False), self.mean, self.std)
 MoCoV2Views.one_view = fixed_view
 

@@ -115,3 +115,19 @@ def test_an_in_memory_natural_folder_of_mixed_sizes_needs_and_takes_a_decode_siz
     dm.setup()
     batch = dm.dataset.__getitems__(list(range(8)))
     assert batch["natural_image"].shape == (8, 3, 48, 48) and dm.model_kwargs()["num_classes"] == 3
+
+
+def test_image_file_sources_stream_when_asked_or_too_large_for_memory(data_root, tmp_path):
+    from rspretrain.data.shards.shard_images import ShardImages
+
+    small = PretrainDataModule("eurosat", root=str(data_root), max_per_class=2, batch_size=8)
+    small.setup()
+    assert not small.streamed and len(small.dataset) == 20  # 20 x 3 x 64 x 64 bytes: the in-memory fast path
+    for options in ({"loading": "stream"}, {"memory_limit_gb": 20 * 3 * 64 * 64 / 1e9 / 2}):
+        dm = PretrainDataModule("eurosat", root=str(data_root), max_per_class=2, batch_size=8, **options)
+        dm.setup()
+        assert dm.streamed and isinstance(dm.dataset, ShardImages) and len(dm.dataset) == 20
+        assert dm.spec.startswith("shards:") and len(dm.classes) == 10
+        assert dm.mean == pytest.approx(small.mean, abs=0.02)  # the manifest's sample vs the in-memory pass
+    with pytest.raises(ConfigError, match="data.loading must be auto, memory or stream"):
+        PretrainDataModule("eurosat", loading="disk")

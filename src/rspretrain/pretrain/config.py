@@ -71,6 +71,10 @@ class DataConfig:
     #: Streamed data from object storage: local chunk cache folder, and the storage client's options.
     shard_cache: str | None = None
     storage_options: dict[str, Any] = field(default_factory=dict)
+    #: Image-file sources: read in ``memory``, ``stream`` (prepared once into shards in the cache) or ``auto`` (stream
+    #: when the decoded images would exceed ``memory_limit_gb``).
+    loading: str = "auto"
+    memory_limit_gb: float = 8.0
 
 
 @dataclass

@@ -17,6 +17,8 @@ checkpoints and exports.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from typing import Any
 
 import lightning as L
@@ -28,6 +30,7 @@ from rspretrain.data.shards.decode_crops import DEFAULT_MAX_IMAGE_PIXELS, Decode
 from rspretrain.data.step_indexed_sampler import StepIndexedBatchSampler
 
 SHARDS_PREFIX = "shards:"
+log = logging.getLogger("rspretrain")
 
 
 def batch_as_is(batch: Any) -> Any:
@@ -88,6 +91,11 @@ class PretrainDataModule(L.LightningDataModule):
         max_image_pixels: streamed data: the largest image read (see :mod:`rspretrain.data.shards.decode_crops`).
         shard_cache: streamed data from object storage: local chunk cache folder (litdata's default if None).
         storage_options: streamed data from object storage: client options (``endpoint_url``, ...).
+        loading: ``"memory"``, ``"stream"`` or ``"auto"``: how an image-file source (a named set, ``folder:``,
+            ``unlabeled:``) is read. ``stream`` prepares it once into shards under ``$RSPRETRAIN_CACHE/shards`` (one
+            process per machine; the others wait) and streams them; ``auto`` streams when the decoded images would
+            exceed ``memory_limit_gb``. ``shards:`` always stream; rasters are always read in memory.
+        memory_limit_gb: the decoded size above which ``auto`` streams.
         seed: shuffling seed.
     """
 
@@ -110,6 +118,8 @@ class PretrainDataModule(L.LightningDataModule):
         max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
         shard_cache: str | None = None,
         storage_options: dict[str, Any] | None = None,
+        loading: str = "auto",
+        memory_limit_gb: float = 8.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -121,11 +131,88 @@ class PretrainDataModule(L.LightningDataModule):
         self.dataset_options = dict(dataset_options or {})
         self.natural_image_size, self.max_image_pixels = natural_image_size, int(max_image_pixels)
         self.shard_cache, self.storage_options = shard_cache, dict(storage_options or {})
+        if loading not in ("auto", "memory", "stream"):
+            raise ConfigError(f"data.loading must be auto, memory or stream, got {loading!r}")
+        self.loading, self.memory_limit_gb = loading, float(memory_limit_gb)
         self.dataset = self.natural = None
         self.streamed = str(dataset).startswith(SHARDS_PREFIX)
         if natural_dataset is not None and str(natural_dataset).startswith(SHARDS_PREFIX) != self.streamed:
             raise ConfigError(f"data.dataset {dataset!r} and data.natural_dataset {natural_dataset!r}: both or neither "
                               "must be prepared shards (rspretrain prepare)")
+
+    def _decoded_gb(self, spec: str, split: str, options: dict[str, Any], image_size: int | None) -> float | None:
+        """The decoded size of an image-file source held in memory, estimated from its listing (and, without a
+        decode size, the headers of up to 32 images); None for sources that are not image files."""
+        from rspretrain.data.build import list_image_sources
+        from rspretrain.data.io.decode import ZipMember, open_zip
+
+        try:
+            listed = list_image_sources(spec, root=self.root, split=split, **options)
+        except (DataError, ConfigError):
+            return None  # not an image-file source (rasters...): read as before, which reports real problems
+        if image_size is not None:
+            return len(listed.sources) * 3 * image_size**2 / 1e9
+        from PIL import Image
+
+        picks = listed.sources[:: max(1, len(listed.sources) // 32)][:32]
+        pixels = []
+        with contextlib.ExitStack() as stack:
+            archives: dict = {}
+            for source in picks:
+                try:
+                    if isinstance(source, ZipMember):
+                        if source.archive not in archives:  # one central-directory read per archive
+                            archives[source.archive] = stack.enter_context(open_zip(source.archive))
+                        with archives[source.archive].open(source.member) as handle:
+                            pixels.append(Image.open(handle).size)
+                    else:
+                        pixels.append(Image.open(source).size)
+                except Exception:  # noqa: BLE001 - an unreadable image is reported by whichever path reads it
+                    continue
+        mean = sum(w * h for w, h in pixels) / max(1, len(pixels))
+        return len(listed.sources) * 3 * mean / 1e9
+
+    def _prepared_location(self, spec: str, split: str, options: dict[str, Any]) -> str:
+        """``rspretrain prepare`` of an image-file source into the cache, once per machine (the others wait)."""
+        import hashlib
+        import json
+
+        from rspretrain.data.io.cache import cache_dir, entry_lock
+        from rspretrain.data.shards.prepare import prepare
+
+        identity = json.dumps([spec, str(self.root), split, options], sort_keys=True, default=str)
+        key = "shards-" + hashlib.sha256(identity.encode()).hexdigest()[:24]
+        out = cache_dir() / "shards" / key
+        with entry_lock(key):
+            prepare(spec, out, root=self.root, split=split, workers=max(1, self.num_workers),
+                    skip_corrupt=self.skip_corrupt, max_image_pixels=self.max_image_pixels,
+                    stats_max_images=self.stats_max_images, seed=self.seed, **options)
+        return str(out)
+
+    def _choose_loading(self) -> None:
+        """``loading: auto|stream``: turn image-file sources into prepared shards when they should stream."""
+        if self.streamed or self.loading == "memory":
+            return
+        options = {**self.dataset_options}
+        if self.max_per_class is not None:
+            options["max_per_class"] = self.max_per_class
+        sources = [(self.spec, self.split, options, self.image_size)]
+        if self.natural_spec is not None:
+            sources.append((self.natural_spec, self.natural_split, {}, self.natural_image_size or self.image_size))
+        sizes = [self._decoded_gb(*source) for source in sources]
+        if any(size is None for size in sizes):
+            if self.loading == "stream":
+                raise ConfigError(f"data.loading stream: {self.spec} is not an image-file source; prepare it or "
+                                  "read it in memory")
+            return
+        if self.loading == "auto" and sum(sizes) <= self.memory_limit_gb:
+            return
+        log.info("streaming %s (about %.1f GB decoded; data.memory_limit_gb %.1f)", self.spec, sum(sizes),
+                 self.memory_limit_gb)
+        locations = [self._prepared_location(spec, split, opts) for spec, split, opts, _ in sources]
+        self.spec = SHARDS_PREFIX + locations[0]
+        self.natural_spec = SHARDS_PREFIX + locations[1] if len(locations) > 1 else None
+        self.split, self.max_per_class, self.dataset_options, self.streamed = "all", None, {}, True
 
     def _shards(self, spec: str):
         from rspretrain.data.shards.shard_images import ShardImages
@@ -167,6 +254,7 @@ class PretrainDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
+        self._choose_loading()
         if self.streamed:
             self._setup_streamed()
             return

@@ -14,9 +14,11 @@
 - The source-image centres of the cells of each view's last feature map
   (:mod:`rspretrain.views.crop_geometry`) are recorded for position matching.
 
-Differences from the official code (documented choices): crops are taken from the decoded
-image at its own size rather than after a bicubic resize to 224 (crop scales are fractions of
-the image, so only resampling differs); blur sigma and kernel are in pixels of the training view,
+Crops and the official resize: the official code resizes every image to the training size and
+then crops. In memory the images are decoded at the training size, so the two agree; streamed
+data (``shards:``) follows the official order by default (``resize_before_crop: true``), and
+``resize_before_crop: false`` crops from the image as stored instead, at decode time, with the
+boxes kept for position matching. Differences from the official code (documented choices): blur sigma and kernel are in pixels of the training view,
 as in MoCo v2's views; the jitter order is fixed (see
 :func:`rspretrain.views.functional.color_transform`). Band safety: jitter saturation/hue,
 grayscale and solarize act on the RGB bands only; brightness, contrast, blur and noise on all.

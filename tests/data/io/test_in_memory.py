@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import time
 import zipfile
 from pathlib import Path
 
@@ -253,11 +254,56 @@ def test_unreadable_cache_entry_is_ignored(tmp_path, make_image, caplog):
     sources = [tmp_path / "a.png", tmp_path / "b.png"]
     for i, path in enumerate(sources):
         make_image(path, value=i)
-    first = InMemoryImageDataset.from_sources(sources)
+    expected = InMemoryImageDataset.from_sources(sources).images.clone()  # the entry is mapped: copy it first
     entry = cache.cache_dir() / "decoded" / f"{cache.cache_key(sources, None, False)}.npy"
+    entry.unlink()  # (writing into a mapped file would change the first dataset's pixels under it)
     entry.write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING, logger="rspretrain"):
         second = InMemoryImageDataset.from_sources(sources)
-    assert torch.equal(first.images, second.images)
+    assert torch.equal(expected, second.images)
     assert any("unreadable cache entry" in r.getMessage() for r in caplog.records)
     assert np.load(entry).shape == (2, 3, 6, 8)  # rewritten correctly
+
+
+def _load_and_record(sources, log):
+    images = InMemoryImageDataset.from_sources(sources).images
+    with open(log, "a") as handle:
+        handle.write(f"loaded {int(images.sum())}\n")
+
+
+def test_processes_of_a_machine_decode_once_and_share_one_mapped_copy(tmp_path, make_image, monkeypatch):
+    import multiprocessing
+
+    sources = [tmp_path / f"{i}.png" for i in range(6)]
+    for i, path in enumerate(sources):
+        make_image(path, value=i)
+    log = tmp_path / "log.txt"
+    real = decode.decode_images
+
+    def counted(*args, **kwargs):
+        with open(log, "a") as handle:
+            handle.write("decoded\n")
+        time.sleep(0.5)  # the others arrive while this one decodes
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(decode, "decode_images", counted)
+    context = multiprocessing.get_context("fork")  # the children inherit the counting decoder
+    workers = [context.Process(target=_load_and_record, args=(sources, log)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    lines = log.read_text().splitlines()
+    assert lines.count("decoded") == 1 and len({line for line in lines if line.startswith("loaded")}) == 1
+    mapped, _ = cache.load_cached(cache.cache_key(sources, None, False))
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable  # read-only, shared page cache
+
+
+def test_the_in_memory_pixel_limit_replaces_pillows_and_names_the_file(tmp_path, make_image, monkeypatch):
+    make_image(tmp_path / "wide.png", size=(40, 30))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow alone would refuse it as a decompression bomb
+    assert decode.decode_images([tmp_path / "wide.png"]).array.shape == (1, 3, 30, 40)
+    monkeypatch.setattr(decode, "DEFAULT_MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(DataError, match=r"wide.png: 40x30 px is above the in-memory limit of 1000 pixels"):
+        decode.decode_images([tmp_path / "wide.png"])

@@ -11,15 +11,23 @@ Both files are written to a temporary name and renamed with :func:`os.replace` (
 ``.npy`` last, so a crash or a concurrent writer never leaves a half-written entry that looks complete. The cache is
 an optimisation only: an unreadable entry is reported with a warning and the images are decoded again, and a cache
 folder that cannot be written to only costs the re-decoding next time.
+
+One decode per machine, one copy in memory: an entry is read as a read-only memory map, so every process of a machine
+(the ranks of a node, their DataLoader workers, concurrent runs) shares the page cache's single copy of it instead of
+each holding its own; and :func:`entry_lock` (an advisory ``flock`` on ``<key>.lock``) makes the first process that
+misses decode and write the entry while the others wait for it and then map it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Sequence
 
@@ -77,8 +85,7 @@ def _paths(key: str) -> tuple[Path, Path]:
 def load_cached(key: str) -> tuple[np.ndarray, list[int]] | None:
     """Return ``(array, skipped_source_indices)`` for ``key``, or None if there is no usable entry.
 
-    The ``.npy`` is memory-mapped and copied once into process memory (one read of the file, no intermediate copy),
-    so the result is an ordinary writable array independent of the file.
+    The array is a read-only memory map of the ``.npy`` (shared by every process that maps it; never copied).
     """
     array_path, meta_path = _paths(key)
     if not array_path.is_file() or not meta_path.is_file():
@@ -88,12 +95,29 @@ def load_cached(key: str) -> tuple[np.ndarray, list[int]] | None:
         mapped = np.load(array_path, mmap_mode="r")
         if mapped.dtype != np.uint8 or list(mapped.shape) != meta["shape"]:
             raise ValueError(f"holds {mapped.dtype} {list(mapped.shape)}, metadata says uint8 {meta['shape']}")
-        array = np.array(mapped, copy=True)
-        del mapped  # release the memory map (and its file handle) right away
-        return array, [int(i) for i in meta["skipped"]]
+        return mapped, [int(i) for i in meta["skipped"]]
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         logger.warning("ignoring unreadable cache entry %s (%s); decoding the images again", array_path, exc)
         return None
+
+
+@contextlib.contextmanager
+def entry_lock(key: str) -> Iterator[None]:
+    """Hold the machine-wide lock of entry ``key`` (see the module docstring); a cache folder that cannot be written
+    to gives no lock (each process then decodes for itself, as without a cache)."""
+    path = cache_dir() / "decoded" / f"{key}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a")
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def save_cached(key: str, array: np.ndarray, skipped: Sequence[int], description: str) -> Path | None:

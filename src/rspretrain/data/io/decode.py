@@ -33,6 +33,37 @@ EIGHT_BIT_MODES = frozenset(
     {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
 )
 
+#: The largest image (width x height) read: 2**28 pixels (16384 x 16384). Pillow's own decompression-bomb limit (about
+#: 89 million, an error at twice that) would abort on some Million-AID images; this explicit limit replaces it (the
+#: streamed path's ``data.max_image_pixels``; see :mod:`rspretrain.data.shards.decode_crops`).
+DEFAULT_MAX_IMAGE_PIXELS = 2**28
+
+
+class pixel_limit_off:
+    """Pillow's decompression-bomb check off while opening: the caller applies its own pixel limit.
+
+    Pillow's limit is one global; the decoding threads share it, so the first to enter saves it and the last to
+    leave restores it (a count under a lock), and no thread restores it while another still needs it off.
+    """
+
+    _lock = threading.Lock()
+    _depth = 0
+    _saved = None
+
+    def __enter__(self):
+        with pixel_limit_off._lock:
+            if pixel_limit_off._depth == 0:
+                pixel_limit_off._saved = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = None
+            pixel_limit_off._depth += 1
+
+    def __exit__(self, *exc):
+        with pixel_limit_off._lock:
+            pixel_limit_off._depth -= 1
+            if pixel_limit_off._depth == 0:
+                Image.MAX_IMAGE_PIXELS = pixel_limit_off._saved
+
+
 #: Images per thread-pool task: large enough to amortise task overhead, small enough to stop soon after an error.
 _CHUNK = 64
 
@@ -155,9 +186,17 @@ def _decode_one(reader: _Reader, source: ImageSource, image_size: int | None) ->
     if not data:
         raise _CorruptImage(source, "empty file")
     try:
-        with Image.open(io.BytesIO(data)) as opened:
+        with pixel_limit_off():
+            opened = Image.open(io.BytesIO(data))
+        with opened:
+            width, height = opened.size
+            if width * height > DEFAULT_MAX_IMAGE_PIXELS:
+                raise DataError(f"{source}: {width}x{height} px is above the in-memory limit of "
+                                f"{DEFAULT_MAX_IMAGE_PIXELS} pixels; stream such images (rspretrain prepare, "
+                                "data.max_image_pixels)")
             # load() forces the full decode here, so truncated files fail now rather than yielding grey padding.
-            opened.load()
+            with pixel_limit_off():
+                opened.load()
             if opened.mode not in EIGHT_BIT_MODES:
                 # 16-bit or float images would be clipped to 0..255 by convert("RGB"): a silently wrong result.
                 raise DataError(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -47,26 +48,47 @@ def load_images(
     """
     items = [_decode.as_source(s) for s in sources]
     key = _cache.cache_key(items, image_size, skip_corrupt) if cache else None
-    if key is not None:
-        hit = _cache.load_cached(key)
+    if key is None:
+        logger.info("decoding %d images (first: %s)", len(items), items[0])
+        decoded = _decode.decode_images(items, image_size=image_size, skip_corrupt=skip_corrupt)
+        return torch.from_numpy(decoded.array), decoded.kept, decoded.skipped
+    # One process of the machine decodes; the others wait here and then map what it wrote.
+    with _cache.entry_lock(key):
+        hit = _cached(key, items)
         if hit is not None:
-            array, skipped_idx = hit
-            if array.shape[0] + len(skipped_idx) == len(items):
-                skipped_set = set(skipped_idx)
-                skipped = [str(items[i]) for i in sorted(skipped_set)]
-                if skipped:
-                    logger.warning("skipped %d of %d images that could not be decoded (first: %s)",
-                                   len(skipped), len(items), skipped[0])
-                logger.debug("loaded %d decoded images from the cache (key %s)", array.shape[0], key)
-                kept = [i for i in range(len(items)) if i not in skipped_set]
-                return torch.from_numpy(array), kept, skipped
-            logger.warning("ignoring cache entry %s: it holds a different number of images; decoding again", key)
-    logger.info("decoding %d images (first: %s)", len(items), items[0])
-    decoded = _decode.decode_images(items, image_size=image_size, skip_corrupt=skip_corrupt)
-    if key is not None:
+            return hit
+        logger.info("decoding %d images (first: %s)", len(items), items[0])
+        decoded = _decode.decode_images(items, image_size=image_size, skip_corrupt=skip_corrupt)
         skipped_set = set(range(len(items))) - set(decoded.kept)
-        _cache.save_cached(key, decoded.array, sorted(skipped_set), f"{len(items)} images, first {items[0]}")
+        saved = _cache.save_cached(key, decoded.array, sorted(skipped_set), f"{len(items)} images, first {items[0]}")
+    if saved is not None:
+        hit = _cached(key, items)  # this process maps the shared file like the others; its private copy is freed
+        if hit is not None:
+            return hit
     return torch.from_numpy(decoded.array), decoded.kept, decoded.skipped
+
+
+def _cached(key: str, items: list) -> tuple[torch.Tensor, list[int], list[str]] | None:
+    """The cache entry of ``items`` as a tensor over its read-only memory map, or None."""
+    hit = _cache.load_cached(key)
+    if hit is None:
+        return None
+    array, skipped_idx = hit
+    if array.shape[0] + len(skipped_idx) != len(items):
+        logger.warning("ignoring cache entry %s: it holds a different number of images; decoding again", key)
+        return None
+    skipped_set = set(skipped_idx)
+    skipped = [str(items[i]) for i in sorted(skipped_set)]
+    if skipped:
+        logger.warning("skipped %d of %d images that could not be decoded (first: %s)",
+                       len(skipped), len(items), skipped[0])
+    logger.debug("mapped %d decoded images from the cache (key %s)", array.shape[0], key)
+    kept = [i for i in range(len(items)) if i not in skipped_set]
+    with warnings.catch_warnings():
+        # Read-only on purpose: every process shares the one mapped copy; the dataset only ever copies rows out
+        # (index_select, clone), never writes into its storage.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array), kept, skipped
 
 
 class SourceList(NamedTuple):

@@ -41,10 +41,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from rspretrain.core.errors import DataError
-from rspretrain.data.io.decode import EIGHT_BIT_MODES
-
-#: Default ``max_image_pixels``: 2**28 pixels (16384 x 16384); Pillow's own limit is about 89 million.
-DEFAULT_MAX_IMAGE_PIXELS = 2**28
+from rspretrain.data.io.decode import DEFAULT_MAX_IMAGE_PIXELS, EIGHT_BIT_MODES, pixel_limit_off
 
 
 @dataclass(frozen=True)
@@ -103,7 +100,7 @@ def open_image(data: bytes, name: str, max_image_pixels: int) -> Image.Image:
     if not data:
         raise DataError(f"{name}: empty image record")
     try:
-        with _pixel_limit_off():
+        with pixel_limit_off():
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise DataError(f"{name}: not a recognised image format") from None
@@ -119,24 +116,13 @@ def open_image(data: bytes, name: str, max_image_pixels: int) -> Image.Image:
     return image
 
 
-class _pixel_limit_off:
-    """Pillow's decompression-bomb check off for one open: :func:`open_image` applies ``max_image_pixels``."""
-
-    def __enter__(self):
-        self.saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-
-    def __exit__(self, *exc):
-        Image.MAX_IMAGE_PIXELS = self.saved
-
-
 def load_rgb(image: Image.Image, name: str, min_size: tuple[int, int]) -> tuple[Image.Image, float, float]:
     """Decode (reduced for JPEG, to no less than ``min_size``) as RGB; returns the image and its x/y scale."""
     width, height = image.size
     if image.format == "JPEG":
         image.draft("RGB", (max(1, min_size[0]), max(1, min_size[1])))
     try:
-        with _pixel_limit_off():
+        with pixel_limit_off():
             image.load()
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
         raise DataError(f"{name}: cannot decode ({' '.join(str(exc).split()) or type(exc).__name__})") from None

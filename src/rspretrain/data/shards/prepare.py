@@ -89,7 +89,6 @@ def prepare(
     import litdata
 
     out = Path(out).expanduser().absolute()
-    listed = list_image_sources(source, root=root, split=split, **source_options)
     # What identifies the set (a rerun with other values is refused); skip_corrupt is not in it, so a run that
     # stopped on unreadable images can be resumed with it.
     options = {"split": split, "max_image_pixels": int(max_image_pixels),
@@ -104,6 +103,7 @@ def prepare(
         # litdata's checkpoints hold each writer's share of the inputs: a resume needs the same split.
         log.info("resuming with the %d writer processes of the interrupted run", existing.writer_processes)
         workers = existing.writer_processes
+    listed = list_image_sources(source, root=root, split=split, **source_options)  # after: a done set is not listed
     manifest = ShardManifest(source=source, options=options, classes=listed.classes, writer_processes=workers)
     out.mkdir(parents=True, exist_ok=True)
     manifest.write(out)
@@ -139,6 +139,10 @@ def prepare(
     skipped = set(unreadable)
     index = json.loads((out / "index.json").read_text())
     manifest.count = sum(int(chunk["chunk_size"]) for chunk in index["chunks"])
+    if manifest.count + len(skipped) > len(inputs):
+        # A writer killed between saving a chunk and its checkpoint writes those images again on resume.
+        manifest.count = _drop_duplicates(out, workers, chunk_bytes)
+        index = json.loads((out / "index.json").read_text())
     if manifest.count + len(skipped) != len(inputs):
         raise DataError(f"{out}: holds {manifest.count} images and {len(skipped)} skipped of {len(inputs)} listed; "
                         "prepare it again with --overwrite")
@@ -226,6 +230,53 @@ def _record(item: list, max_image_pixels: int, skipped_dir: str):
     if label is not None:
         record["label"] = int(label)
     return record
+
+
+def _copy_record(position: int, location: str) -> dict:
+    """litdata's ``fn`` of :func:`_drop_duplicates`: record ``position`` of the set at ``location``, as written."""
+    global _copy_source
+    import litdata
+
+    if _copy_source is None or _copy_source.input_dir.path != location:
+        _copy_source = litdata.StreamingDataset(location)
+    record = _copy_source[position]
+    return {key: bytes(value) if isinstance(value, memoryview) else value for key, value in record.items()}
+
+
+_copy_source = None
+
+
+def _drop_duplicates(out: Path, workers: int, chunk_bytes: str) -> int:
+    """Rewrite ``out`` keeping the first record of each source index; returns the records kept.
+
+    litdata's resumable ``optimize`` is at-least-once: a writer killed after saving a chunk but before recording it
+    in its checkpoint writes that chunk's images again when resumed. Records carry their source index, so the repeats
+    are found by one read of the set and the set is written again without them (once, only after such a resume).
+    """
+    import litdata
+
+    dataset = litdata.StreamingDataset(str(out))
+    seen: set[int] = set()
+    keep = []
+    for position in range(len(dataset)):
+        index = int(dataset[position]["index"])
+        if index not in seen:
+            seen.add(index)
+            keep.append(position)
+    log.info("%s: %d records written twice by the resumed writers; rewriting the set without them", out,
+             len(dataset) - len(keep))
+    rewritten = out.with_name(out.name + ".deduplicated")
+    shutil.rmtree(rewritten, ignore_errors=True)
+    litdata.optimize(fn=functools.partial(_copy_record, location=str(out)), inputs=keep, output_dir=str(rewritten),
+                     chunk_bytes=chunk_bytes, num_workers=workers, verbose=False, reorder_files=False,
+                     start_method="fork")
+    for old in [*out.glob("chunk-*.bin"), out / "index.json"]:
+        old.unlink()
+    shutil.rmtree(out / ".checkpoints", ignore_errors=True)
+    for new in rewritten.iterdir():
+        os.replace(new, out / new.name)
+    rewritten.rmdir()
+    return len(keep)
 
 
 def _as_strings(source) -> tuple[str, str | None]:
