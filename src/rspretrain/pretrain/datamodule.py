@@ -354,6 +354,13 @@ class PretrainDataModule(L.LightningDataModule):
 
         if self.dataset.plan is None:
             raise RuntimeError("set_decode_crops() was not called: the view recipe decides the decode-time crops")
+        from litdata.utilities.env import _DistributedEnv
+
+        # litdata reads the ranks when a dataset is built; ours are built in setup(), before DDP starts (the model is
+        # built from the data), so each rank would read every chunk. Read them again now that the group exists.
+        for shards in (self.dataset, self.natural):
+            if shards is not None:
+                shards.distributed_env = _DistributedEnv.detect()
         dataset = self.dataset
         if self.natural is not None:
             # GeRSP's pairing: one RS and one natural sample per item, the shorter source cycled.

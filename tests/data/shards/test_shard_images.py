@@ -99,11 +99,16 @@ def _free_port() -> int:
 
 
 def _rank_epoch(rank: int, world: int, port: int, location: str, out: str) -> None:
+    from rspretrain.pretrain.datamodule import PretrainDataModule
+
+    # As in training: the data is set up (the model is built from it) before the process group exists.
+    dm = PretrainDataModule(f"shards:{location}", batch_size=3, num_workers=2, seed=3)
+    dm.setup()
+    dm.set_decode_crops(16, ())
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        dataset = ShardImages(location, DecodePlan(16), seed=3, drop_last=False)
-        indices = torch.cat([b["index"] for b in _epoch(dataset, batch_size=3, num_workers=2)])
+        indices = torch.cat([b["index"] for b in dm.train_dataloader()])
         torch.save(indices, Path(out) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -112,7 +117,7 @@ def _rank_epoch(rank: int, world: int, port: int, location: str, out: str) -> No
 def test_two_ranks_read_disjoint_samples_and_together_cover_the_epoch_once(prepared, tmp_path):
     mp.spawn(_rank_epoch, args=(2, _free_port(), str(prepared), str(tmp_path)), nprocs=2, join=True)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt").tolist() for r in (0, 1))
-    assert rank0 and rank1 and not set(rank0) & set(rank1)
+    assert len(rank0) == len(rank1) == 18 and not set(rank0) & set(rank1)  # 36 images: 6 batches of 3 per rank
     assert sorted(rank0 + rank1) == list(range(36))
 
 
