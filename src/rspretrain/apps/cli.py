@@ -302,6 +302,8 @@ def build_parser(benchmark_arguments: bool = True):
     benchmark, with Lightning and the methods) are left out, for the commands that do not need them."""
     from jsonargparse import ArgumentParser
 
+    from rspretrain.data.io.decode import DEFAULT_MAX_IMAGE_PIXELS
+
     parser = ArgumentParser(prog="rspretrain", description=__doc__.splitlines()[0], exit_on_error=False,
                             default_env=False)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -372,7 +374,7 @@ def build_parser(benchmark_arguments: bool = True):
     p.add_argument("--data-root", default=None)
     p.add_argument("--chunk-bytes", default="64MB", help="size of each chunk file (default 64MB)")
     p.add_argument("--skip-corrupt", action="store_true", help="leave unreadable images out, counted and named")
-    p.add_argument("--max-image-pixels", type=int, default=2**28,
+    p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
                    help="largest image (width x height) read; larger ones are errors, or skipped with --skip-corrupt")
     p.add_argument("--stats-max-images", type=int, default=2000, help="images in the band-statistics sample")
     p.add_argument("--overwrite", action="store_true", help="replace what --out holds")

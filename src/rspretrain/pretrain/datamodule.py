@@ -242,7 +242,7 @@ class PretrainDataModule(L.LightningDataModule):
 
     def set_decode_crops(self, image_size: int, crop_scales: tuple[tuple[float, float], ...],
                          natural_crop_scales: tuple[tuple[float, float], ...] = ()) -> None:
-        """Streamed data: the view size and per-view crop scales of the method's recipe (its ``decode_plan``); the
+        """Streamed data: the view size and per-view crop scales of the method's recipe (its ``decode_crop_scales()``); the
         in-memory path ignores this (its images are decoded at ``image_size`` and cropped on the device)."""
         if not self.streamed:
             return
