@@ -53,6 +53,7 @@ from sklearn.metrics import balanced_accuracy_score, r2_score
 from rspretrain.core.checkpoint_io import atomic_write_text
 from rspretrain.core.json_io import write_json
 from rspretrain.data import DominantClassTiles, LandCoverTiles, default_data_root, read_raster
+from rspretrain.data.band_statistics import band_statistics
 from rspretrain.downstream.frozen import (
     EncoderSpec,
     Result,
@@ -67,7 +68,6 @@ from rspretrain.downstream.frozen.linear_probe import linear_probe_predict
 from rspretrain.downstream.report.writer import report_meta, write_report
 from rspretrain.downstream.sources import random_init_spec
 from rspretrain.pretrain.config import load_config
-from rspretrain.pretrain.datamodule import band_statistics
 from rspretrain.pretrain.run import load_checkpoint, load_method, pretrain
 
 ZION = "zion_landsat8_nlcd2011"

@@ -182,7 +182,7 @@ def child(spec: dict) -> None:
         "trainer.progress_bar": False, "trainer.out_dir": spec["out"], "data.dataset": spec["dataset"],
         **spec.get("overrides", {}),
     }
-    pretrain(load_config("moco_resnet18_eurosat", overrides), callbacks=[clock])
+    pretrain(load_config(spec.get("config", "moco_resnet18_eurosat"), overrides), callbacks=[clock])
     print("CLOCK " + json.dumps({"first": clock.first, "ends": clock.ends}), flush=True)
 
 

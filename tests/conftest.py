@@ -1,6 +1,7 @@
 """Shared fixtures: the real data in ../shared/data (see its MANIFEST.md), and a prepared (sharded) set of real JPEGs
 of mixed sizes in class folders, written by ``rspretrain prepare``."""
 
+import logging
 import os
 from pathlib import Path
 
@@ -20,6 +21,16 @@ def data_root() -> Path:
     """Root of the shared real data; tests that need it fail loudly if it is absent."""
     assert SHARED_DATA.is_dir(), f"shared data not found at {SHARED_DATA} (set RSPRETRAIN_DATA)"
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _rspretrain_logger_as_found():
+    """The CLI's ``main`` gives the "rspretrain" logger its own handler and stops propagation (right for a process);
+    a test that calls it in this process must not take caplog's records away from the tests after it."""
+    logger = logging.getLogger("rspretrain")
+    state = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = state[0], state[1], state[2]
 
 
 @pytest.fixture(autouse=True, scope="session")

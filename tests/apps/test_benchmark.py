@@ -100,16 +100,17 @@ def test_cli_rejects_a_bad_run_key(tmp_path, capsys):
     assert "no_such_key" in capsys.readouterr().err
 
 
-def test_finetune_rows_for_sskdnet_and_plain_finetuning_from_random_and_a_run(tmp_path, data_root, small_folder):
+def test_finetune_rows_for_sskdnet_from_random_and_from_a_run(tmp_path, data_root, small_folder):
+    # Plain fine-tuning rows take the same path (tests/apps/test_cli_finetune.py runs that protocol itself).
     tiny = {"data.root": str(data_root), "data.max_per_class": 4, "data.batch_size": 8, "model.image_size": 32,
             "model.queue_size": 16}
     runs = [BenchmarkRun("moco", "moco_resnet18_eurosat", tiny)]
     out = tmp_path / "bench"
     rows = run_benchmark(runs, out, budget_minutes=None, max_steps=2, datasets=(f"folder:{small_folder}",),
-                         root=str(data_root), finetune=("finetune", "sskdnet"), finetune_epochs=1,
+                         root=str(data_root), finetune=("sskdnet",), finetune_epochs=1,
                          finetune_init=("moco",))
     tuned = {r["method"]: r for r in rows if r["protocol"] == "finetune"}
-    assert set(tuned) == {"finetune", "sskdnet", "finetune from moco", "sskdnet from moco"}
+    assert set(tuned) == {"sskdnet", "sskdnet from moco"}
     for row in tuned.values():
         assert row["ci_low"] <= row["accuracy"] <= row["ci_high"] and row["n_test"] > 0
         assert row["images_per_s"] > 0 and row["peak_rss_mb"] > 100 and row["steps"] >= 1

@@ -202,14 +202,22 @@ destroy_process_group()
 '''
 
 
-def test_a_killed_two_rank_run_resumes_with_each_ranks_losses(tmp_path, data_root):
-    # ResNet: per-rank BatchNorm and shuffle-BN across ranks are in the resumed computation too.
+# In memory: marked slow, as the step-indexed sampler's resume is covered on one rank (tests/pretrain/test_resume.py)
+# and the per-rank BatchNorm / shuffle-BN resume by the streamed case.
+@pytest.mark.parametrize("source", [pytest.param("memory", marks=pytest.mark.slow), "shards"])
+def test_a_killed_two_rank_run_resumes_with_each_ranks_losses(source, tmp_path, data_root, request):
+    # ResNet: per-rank BatchNorm and shuffle-BN across ranks are in the resumed computation too. Streamed: each rank
+    # reads its own chunks, and the loader position in the checkpoint brings both back inside the epoch.
+    data = ({"data.root": str(data_root), "data.max_per_class": 4} if source == "memory" else
+            {"data.dataset": f"shards:{request.getfixturevalue('prepared')}", "data.num_workers": 1})
     base = {
-        "data.root": str(data_root), "data.max_per_class": 4, "data.batch_size": 8, "model.backbone": "resnet10t",
+        **data, "data.batch_size": 8, "model.backbone": "resnet10t",
         "model.image_size": 32, "model.queue_size": 64, "trainer.max_steps": 6, "trainer.ckpt_every_n_steps": 2,
         "trainer.accelerator": "cpu", "trainer.devices": 2, "trainer.strategy": "ddp", "trainer.progress_bar": False,
         "optim.warmup_steps": 2,
     }
+    if source == "shards":  # 36 images: 4 batches of 4 per rank and epoch, so the step-2 checkpoint is mid-epoch
+        base["data.batch_size"] = 4
     straight = {**base, "trainer.out_dir": str(tmp_path / "straight"), "_tag": "straight", "_kill_at": -1,
                 "_resume": False}
     _launch(2, KILLED_OR_RESUMED, "moco_resnet18_eurosat", straight, tmp_path, tmp_path)

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -32,6 +33,7 @@ def _overrides(config, shards, out, **more):
     }
 
 
+@pytest.mark.slow  # the default suite runs the same kill and resume on two ranks (tests/pretrain/test_distributed.py)
 def test_a_sigkilled_streamed_run_resumes_inside_the_epoch_with_the_same_losses(prepared, tmp_path):
     config = "moco_resnet18_eurosat"
     recorder = LossRecorder()
@@ -71,7 +73,8 @@ def test_every_recipe_trains_on_streamed_images(config, views, prepared, tmp_pat
     assert bool(crops) == (views.get("views.resize_before_crop", True) is False or not config.startswith("cmid"))
     loss, _ = model.step_loss(batch)
     assert torch.isfinite(loss)
-    assert load_checkpoint(pretrain(cfg))["global_step"] == 2
+    if config.startswith("supervised"):  # the whole Lightning loop once (the others' loops are the same code)
+        assert load_checkpoint(pretrain(cfg))["global_step"] == 2
 
 
 def test_gersp_pairs_streamed_rs_and_natural_shards(prepared, tmp_path):
@@ -95,8 +98,10 @@ def test_the_manifest_gives_bands_statistics_and_classes_without_a_pass(prepared
 
 
 def test_settings_that_do_not_apply_to_shards_are_errors(prepared):
-    with pytest.raises(ConfigError, match="max_per_class and data.dataset_options apply when preparing"):
+    with pytest.raises(ConfigError, match=r"data.max_per_class apply when preparing.*--max-per-class"):
         PretrainDataModule(f"shards:{prepared}", max_per_class=3).setup()
+    with pytest.raises(ConfigError, match=r"data.dataset_options.tile apply .*data.dataset_options \{\}"):
+        PretrainDataModule(f"shards:{prepared}", dataset_options={"tile": 64}).setup()
     with pytest.raises(ConfigError, match="both or neither must be prepared shards"):
         PretrainDataModule(f"shards:{prepared}", natural_dataset="cifar10")
     with pytest.raises(ConfigError, match="data.split must be 'train' or 'all'"):
@@ -131,3 +136,37 @@ def test_image_file_sources_stream_when_asked_or_too_large_for_memory(data_root,
         assert dm.mean == pytest.approx(small.mean, abs=0.02)  # the manifest's sample vs the in-memory pass
     with pytest.raises(ConfigError, match="data.loading must be auto, memory or stream"):
         PretrainDataModule("eurosat", loading="disk")
+
+
+def test_geokr_streams_land_cover_tiles_prepared_once_into_the_cache(data_root, tmp_path):
+    # data.loading stream: the Zion scene is tiled once (rspretrain prepare into $RSPRETRAIN_CACHE/shards) and the
+    # tiles, with their NLCD proportions, stream; the model learns the scheme's 8 classes from the set's manifest.
+    config = "geokr_resnet18_zion"
+    smoke = get_method("geokr").smoke_overrides
+    overrides = {**smoke, "data.loading": "stream", "data.num_workers": 1, "data.batch_size": 8,
+                 "model.image_size": 32, "trainer.max_steps": 2, "trainer.progress_bar": False,
+                 "trainer.out_dir": str(tmp_path / "run")}
+    cfg = load_config(config, overrides)
+    model, dm = build(cfg)
+    assert dm.streamed and dm.spec.startswith("shards:") and "rspretrain-cache" in dm.spec
+    assert model.num_classes == 8 and len(dm.dataset) == 16  # the smoke region's 16 tiles
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].shape == (8, 4, 32, 32) and batch["label"].shape == (8, 8)
+    assert torch.allclose(batch["label"].sum(dim=1), torch.ones(8))
+    loss, _ = model.step_loss(batch)
+    assert torch.isfinite(loss)
+    assert load_checkpoint(pretrain(cfg))["global_step"] == 2
+    again = PretrainDataModule(**asdict(cfg.data), seed=cfg.seed)
+    again.setup()
+    assert again.spec == dm.spec  # a second run streams the same prepared tiles
+
+
+def test_geokr_on_tiles_without_land_cover_is_refused_before_training(data_root, tmp_path):
+    from rspretrain.data.shards.prepare import prepare
+
+    raster = data_root / "geotiff_samples" / "rasterio_RGB.byte.tif"
+    prepare(f"geotiff:{raster}", tmp_path / "tiles", workers=1, progress=False, tile=64)
+    cfg = load_config("geokr_resnet18_zion", {"data.dataset": f"shards:{tmp_path / 'tiles'}",
+                                              "data.dataset_options": {}, "data.batch_size": 8})
+    with pytest.raises(DataError, match="has no land-cover proportions; method 'geokr' learns from them"):
+        build(cfg)

@@ -175,8 +175,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                        max_image_pixels=args.max_image_pixels, stats_max_images=args.stats_max_images,
                        overwrite=args.overwrite, progress=not args.no_progress, **options)
     classes = f", {len(manifest.classes)} classes" if manifest.classes else ""
-    print(f"{args.out}: {manifest.count} images{classes}, {manifest.shard_bytes / 1e6:.1f} MB "
-          f"(source files {manifest.source_bytes / 1e6:.1f} MB); {len(manifest.skipped)} skipped; "
+    what = (f"{manifest.count} tiles of {len(manifest.scenes)} scene(s) ({manifest.dtype}){classes}"
+            if manifest.kind == "tiles" else f"{manifest.count} images{classes}")
+    print(f"{args.out}: {what}, {manifest.shard_bytes / 1e6:.1f} MB (source files "
+          f"{manifest.source_bytes / 1e6:.1f} MB); {len(manifest.skipped)} skipped; "
           f"train with --data.dataset shards:{args.out}")
     return 0
 
@@ -360,11 +362,15 @@ def build_parser(benchmark_arguments: bool = True):
 
     p = sub.add_parser(
         "prepare",
-        help="write an image source to sharded, streamable chunks for pretraining at scale (shards:DIR)",
+        help="write an image source or raster scenes to sharded, streamable chunks for pretraining at scale "
+        "(shards:DIR)",
         description="List SOURCE (eurosat, ucmerced, cifar10, folder:PATH with one folder per class -- ImageNet's "
         "train/ --, unlabeled:PATH for a folder searched recursively -- Million-AID --, a .txt list or a .zip), check "
         "that every image decodes, and write the original bytes to litdata chunks in --out with a manifest (classes, "
-        "bands, per-band statistics). Parallel over --workers processes; rerunning after a kill resumes.",
+        "bands, per-band statistics). Raster scenes (geotiff:A.tif;B.tif, landcover:... with --option.land_cover "
+        "PRODUCT --option.scheme nlcd8 --option.tile 256 ...: the options of data.dataset_options) are tiled once, "
+        "exactly as in memory, and their tiles (with land-cover proportions) written losslessly. Parallel over "
+        "--workers processes; rerunning after a kill resumes.",
     )
     p.add_argument("source")
     p.add_argument("--out", required=True, help="output folder")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -10,7 +11,7 @@ from torch.utils.data import Dataset
 
 from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.data.io.in_memory import SourceList, list_sources
-from rspretrain.data.io.rasters import RasterTiles, read_raster
+from rspretrain.data.io.rasters import RasterTiles, gdal_path, read_raster
 from rspretrain.data.pretrain.land_cover import LandCoverTiles
 from rspretrain.data.pretrain.scene_collection import SceneCollection
 from rspretrain.data.pretrain.unlabeled import UnlabeledImages
@@ -34,6 +35,8 @@ SPEC_FORMS = (
 #: The spec forms whose images are files that ``rspretrain prepare`` can write to shards as they are.
 IMAGE_FILE_FORMS = ("eurosat", "ucmerced", "cifar10", "folder:PATH", "unlabeled:PATH")
 _NAMED = {"eurosat": EuroSAT, "ucmerced": UCMerced, "cifar10": CIFAR10Subset}
+#: Spec kinds of georeferenced scenes cut into tiles.
+RASTER_KINDS = ("geotiff", "landcover")
 
 
 #: Parameters that build_dataset sets itself (from the spec, root, split, image_size), never from **kwargs.
@@ -58,8 +61,9 @@ def _options(spec: str, functions: tuple[Callable, ...], kwargs: dict[str, Any])
 
 
 def _data_path(path: str | Path, root: str | Path | None) -> Path:
-    """``path`` as written if it exists (or is absolute), else under the data root (``root`` or the default)."""
-    path = Path(path).expanduser()
+    """``path`` as written if it exists (or is absolute, or on object storage: ``s3://...`` becomes GDAL's
+    ``/vsis3/...``), else under the data root (``root`` or the default)."""
+    path = gdal_path(path)
     if path.is_absolute() or path.exists():
         return path
     from rspretrain.data.io.data_root import default_data_root
@@ -94,7 +98,8 @@ def build_dataset(
 ) -> Dataset:
     """Build a dataset from a spec string.
 
-    Specs (names are case-insensitive; paths are taken as written, relative to the current folder):
+    Specs (names are case-insensitive; a path is taken as written, and a relative one that does not exist from the
+    current folder is looked up under ``root``; raster paths may be ``s3://`` URLs, read by GDAL as ``/vsis3/``):
 
     * ``"eurosat"`` -> :class:`~rspretrain.data.EuroSAT` (``root`` = shared data root, default
       :func:`~rspretrain.data.default_data_root`; ``split`` train/val/test/trainval/all; kwargs e.g.
@@ -137,31 +142,16 @@ def build_dataset(
         if image_size is not None or cls is not UCMerced:
             options["image_size"] = image_size  # UCMerced keeps its 256 default unless a size is given
         return cls(root=root, split=split, **options)
-    if sep and argument.strip() and kind == "landcover":
-        _whole_only(spec, split)
-        (options,) = _options(spec, (LandCoverTiles.from_files,), kwargs)
-        if image_size is not None:
-            if options.setdefault("tile", image_size) != image_size:
-                raise ConfigError(f"dataset {spec!r}: tile={options['tile']} contradicts image_size={image_size}")
-        scenes = [[_data_path(p, root) for p in files] for files in _scenes(spec, argument)]
-        if options.get("land_cover") is not None:
-            options["land_cover"] = _data_path(options["land_cover"], root)
-        labels = [None] * len(scenes)
-        if options.get("labels") is not None:
-            labels = [_data_path(p.strip(), root) for p in str(options.pop("labels")).split(";")]
-            if len(labels) != len(scenes):
-                raise ConfigError(f"dataset {spec!r}: {len(labels)} labels file(s) for {len(scenes)} scene(s); "
-                                  "give one per scene, separated by ';'")
-        if len(scenes) > 1 and options.get("within") is not None:
-            raise ConfigError(f"dataset {spec!r}: within is one region in one CRS; it cannot apply to several scenes")
-        tiles = [LandCoverTiles.from_files(files, labels=file, **options) for files, file in zip(scenes, labels)]
+    if sep and argument.strip() and kind in RASTER_KINDS:
+        scenes = list_raster_scenes(spec, root=root, split=split, image_size=image_size, **kwargs)
+        tiles = [scenes.build(i) for i in range(len(scenes))]
         return tiles[0] if len(tiles) == 1 else SceneCollection(tiles)
-    if sep and argument.strip() and kind in ("folder", "unlabeled", "geotiff"):
+    if sep and argument.strip() and kind in ("folder", "unlabeled"):
         if kind == "folder":
             scene_options, split_options = _options(spec, (SceneFolder.__init__, split_indices), kwargs)
             if split not in ("train", "test", "all"):
                 raise ConfigError(f"dataset {spec!r}: unknown split {split!r}; expected train, test or all")
-            dataset = SceneFolder(Path(argument).expanduser(), image_size=image_size, **scene_options)
+            dataset = SceneFolder(_data_path(argument.strip(), root), image_size=image_size, **scene_options)
             if split == "all":
                 return dataset
             train, test = split_indices(dataset, **split_options)
@@ -169,17 +159,7 @@ def build_dataset(
         if kind == "unlabeled":
             _whole_only(spec, split)
             (options,) = _options(spec, (UnlabeledImages.__init__,), kwargs)
-            return UnlabeledImages(Path(argument).expanduser(), image_size=image_size, **options)
-        _whole_only(spec, split)
-        read_options, tile_options = _options(spec, (read_raster, RasterTiles.__init__), kwargs)
-        if image_size is not None:
-            if tile_options.setdefault("tile", image_size) != image_size:
-                raise ConfigError(f"dataset {spec!r}: tile={tile_options['tile']} contradicts image_size={image_size}")
-        tiles = [
-            RasterTiles(read_raster([Path(p).expanduser() for p in files], **read_options), **tile_options)
-            for files in _scenes(spec, argument)
-        ]
-        return tiles[0] if len(tiles) == 1 else SceneCollection(tiles)
+            return UnlabeledImages(_data_path(argument.strip(), root), image_size=image_size, **options)
     raise DataError(f"unknown dataset spec {spec!r}; valid forms: {', '.join(SPEC_FORMS)}")
 
 
@@ -207,3 +187,73 @@ def list_image_sources(spec: str, root: str | Path | None = None, split: str = "
         options.pop("cache", None)
         return list_sources(cls, _data_path(argument.strip(), root), **options)
     raise DataError(f"{spec!r} cannot be prepared as image files; forms: {', '.join(IMAGE_FILE_FORMS)}")
+
+
+@dataclass
+class RasterScenes:
+    """The scenes a ``geotiff:`` / ``landcover:`` spec names, resolved but not read: :meth:`build` tiles one.
+
+    ``rspretrain prepare`` builds each scene in its own process from this; :func:`build_dataset` builds them all.
+
+    Attributes:
+        spec: the spec.
+        kind: ``"geotiff"`` (:class:`~rspretrain.data.RasterTiles`) or ``"landcover"``
+            (:class:`~rspretrain.data.pretrain.land_cover.LandCoverTiles`).
+        scenes: per scene, its files (one multi-band file, or single-band files stacked in order).
+        labels: per scene, its land-cover labels file (``landcover:`` with ``labels``), else None.
+        options: the remaining keyword arguments of every scene's reader and tiling.
+    """
+
+    spec: str
+    kind: str
+    scenes: list[list[Path]]
+    labels: list[Path | None]
+    options: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def build(self, index: int, **overrides: Any) -> Dataset:
+        """Scene ``index``'s tiles; ``overrides`` replace options (``prepare`` reads windows: ``windowed=True``)."""
+        options = {**self.options, **overrides}
+        files = self.scenes[index]
+        if self.kind == "landcover":
+            return LandCoverTiles.from_files(files, labels=self.labels[index], **options)
+        read_options, tile_options = _options(self.spec, (read_raster, RasterTiles.__init__), options)
+        return RasterTiles(read_raster(files, **read_options), **tile_options)
+
+
+def list_raster_scenes(
+    spec: str, root: str | Path | None = None, split: str = "all", image_size: int | None = None, **kwargs: Any
+) -> RasterScenes:
+    """Resolve a ``geotiff:`` or ``landcover:`` spec (see :func:`build_dataset`) without reading any pixel.
+
+    Raises:
+        DataError: another spec form.
+        ConfigError: unknown option, a split other than train/all, ``tile`` contradicting ``image_size``, labels
+            files not one per scene, ``within`` with several scenes.
+    """
+    kind, sep, argument = spec.partition(":")
+    kind = kind.strip().lower()
+    if not (sep and argument.strip() and kind in RASTER_KINDS):
+        raise DataError(f"{spec!r} is not a raster spec; forms: geotiff:PATH[,PATH...][;PATH...], "
+                        "landcover:PATH[,PATH...][;PATH...]")
+    _whole_only(spec, split)
+    functions = (LandCoverTiles.from_files,) if kind == "landcover" else (read_raster, RasterTiles.__init__)
+    options = {k: v for part in _options(spec, functions, kwargs) for k, v in part.items()}
+    if image_size is not None:
+        if options.setdefault("tile", image_size) != image_size:
+            raise ConfigError(f"dataset {spec!r}: tile={options['tile']} contradicts image_size={image_size}")
+    scenes = [[_data_path(p, root) for p in files] for files in _scenes(spec, argument)]
+    labels: list[Path | None] = [None] * len(scenes)
+    if kind == "landcover":
+        if options.get("land_cover") is not None:
+            options["land_cover"] = _data_path(options["land_cover"], root)
+        if options.get("labels") is not None:
+            labels = [_data_path(p.strip(), root) for p in str(options.pop("labels")).split(";")]
+            if len(labels) != len(scenes):
+                raise ConfigError(f"dataset {spec!r}: {len(labels)} labels file(s) for {len(scenes)} scene(s); "
+                                  "give one per scene, separated by ';'")
+    if len(scenes) > 1 and options.get("within") is not None:
+        raise ConfigError(f"dataset {spec!r}: within is one region in one CRS; it cannot apply to several scenes")
+    return RasterScenes(spec, kind, scenes, labels, options)

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from rspretrain.core.errors import ConfigError, DataError
+from rspretrain.data.band_statistics import band_statistics
 from rspretrain.data.shards.decode_crops import DEFAULT_MAX_IMAGE_PIXELS, DecodePlan
 from rspretrain.data.step_indexed_sampler import StepIndexedBatchSampler
 
@@ -36,34 +37,6 @@ log = logging.getLogger("rspretrain")
 def batch_as_is(batch: Any) -> Any:
     """Collate function for datasets whose ``__getitems__`` already returns a batched dict."""
     return batch
-
-
-@torch.no_grad()
-def band_statistics(
-    dataset, max_images: int = 2000, seed: int = 0, chunk: int = 128
-) -> tuple[list[float], list[float]]:
-    """Per-band mean and std of the images scaled by ``value_scale``, over a random subset.
-
-    Streams ``chunk`` images at a time and accumulates sums in float64, so memory stays at one
-    chunk whatever the image size.
-    """
-    n = len(dataset)
-    if n == 0:
-        raise DataError(f"{getattr(dataset, 'source', 'dataset')}: no images to compute band statistics from")
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(n, generator=g)[: min(n, max_images)].tolist()
-    scale = float(getattr(dataset, "value_scale", 255.0))
-    total = total_sq = None
-    count = 0
-    for start in range(0, len(idx), chunk):
-        x = dataset.__getitems__(idx[start : start + chunk])["image"].to(torch.float32) / scale
-        s, sq = x.sum(dim=(0, 2, 3)).double(), x.square().sum(dim=(0, 2, 3)).double()
-        total = s if total is None else total + s
-        total_sq = sq if total_sq is None else total_sq + sq
-        count += x.shape[0] * x.shape[2] * x.shape[3]
-    mean = total / count
-    std = (total_sq / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
-    return mean.tolist(), std.tolist()
 
 
 class PretrainDataModule(L.LightningDataModule):
@@ -94,7 +67,8 @@ class PretrainDataModule(L.LightningDataModule):
         loading: ``"memory"``, ``"stream"`` or ``"auto"``: how an image-file source (a named set, ``folder:``,
             ``unlabeled:``) is read. ``stream`` prepares it once into shards under ``$RSPRETRAIN_CACHE/shards`` (one
             process per machine; the others wait) and streams them; ``auto`` streams when the decoded images would
-            exceed ``memory_limit_gb``. ``shards:`` always stream; rasters are always read in memory.
+            exceed ``memory_limit_gb``. ``shards:`` always stream. Raster scenes (``geotiff:``, ``landcover:``) are
+            tiled in memory under ``auto``; ``stream`` tiles them once into the cache and streams the tiles.
         memory_limit_gb: the decoded size above which ``auto`` streams.
         seed: shuffling seed.
     """
@@ -173,14 +147,23 @@ class PretrainDataModule(L.LightningDataModule):
         return len(listed.sources) * 3 * mean / 1e9
 
     def _prepared_location(self, spec: str, split: str, options: dict[str, Any]) -> str:
-        """``rspretrain prepare`` of an image-file source into the cache, once per machine (the others wait)."""
+        """``rspretrain prepare`` of a source into the cache, once per machine (the others wait). Raster scenes are few
+        and large: their files' sizes and times are part of the key, so a rewritten scene is tiled again."""
         import hashlib
         import json
+        import os
 
+        from rspretrain.data.build import RASTER_KINDS, list_raster_scenes
         from rspretrain.data.io.cache import cache_dir, entry_lock
         from rspretrain.data.shards.prepare import prepare
 
-        identity = json.dumps([spec, str(self.root), split, options], sort_keys=True, default=str)
+        files = []
+        if spec.partition(":")[0].strip().lower() in RASTER_KINDS:
+            scenes = list_raster_scenes(spec, root=self.root, split=split, **options)
+            paths = [f for scene in scenes.scenes for f in scene] + [scenes.options.get("land_cover")] + scenes.labels
+            files = [(str(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in paths
+                     if f is not None and os.path.exists(f)]
+        identity = json.dumps([spec, str(self.root), split, options, files], sort_keys=True, default=str)
         key = "shards-" + hashlib.sha256(identity.encode()).hexdigest()[:24]
         out = cache_dir() / "shards" / key
         with entry_lock(key):
@@ -192,6 +175,21 @@ class PretrainDataModule(L.LightningDataModule):
     def _choose_loading(self) -> None:
         """``loading: auto|stream``: turn image-file sources into prepared shards when they should stream."""
         if self.streamed or self.loading == "memory":
+            return
+        from rspretrain.data.build import RASTER_KINDS
+
+        if str(self.spec).partition(":")[0].strip().lower() in RASTER_KINDS:
+            # Scenes are tiled in memory from windowed reads unless asked to stream; then they are tiled once into the
+            # cache (rspretrain prepare) and every later run starts from the tiles.
+            if self.loading == "stream" and self.natural_spec is None:
+                options = {**self.dataset_options}
+                if self.image_size is not None:
+                    options.setdefault("tile", self.image_size)
+                self.spec = SHARDS_PREFIX + self._prepared_location(self.spec, self.split, options)
+                self.split, self.dataset_options, self.streamed = "all", {}, True
+            elif self.loading == "stream":
+                raise ConfigError(f"data.loading stream: {self.spec} is paired with a natural-image source; "
+                                  "raster tiles stream alone")
             return
         options = {**self.dataset_options}
         if self.max_per_class is not None:
@@ -215,20 +213,26 @@ class PretrainDataModule(L.LightningDataModule):
         self.split, self.max_per_class, self.dataset_options, self.streamed = "all", None, {}, True
 
     def _shards(self, spec: str):
-        from rspretrain.data.shards.shard_images import ShardImages
+        from rspretrain.data.shards.open_prepared import open_prepared
 
         if self.split not in ("train", "all"):
             raise ConfigError(f"{spec}: a prepared set is one split; data.split must be 'train' or 'all'")
         if self.max_per_class is not None or self.dataset_options:
-            raise ConfigError(f"{spec}: data.max_per_class and data.dataset_options apply when preparing "
-                              "(rspretrain prepare ... --max_per_class), not to prepared shards")
-        return ShardImages(spec[len(SHARDS_PREFIX):], seed=self.seed, skip_corrupt=self.skip_corrupt,
-                           cache_dir=self.shard_cache, storage_options=self.storage_options)
+            given = ["max_per_class"] * (self.max_per_class is not None) + [
+                f"dataset_options.{key}" for key in self.dataset_options]
+            raise ConfigError(f"{spec}: data.{', data.'.join(given)} apply when preparing (rspretrain prepare ... "
+                              "--max-per-class N, --option.KEY VALUE), not to prepared shards; set data.max_per_class "
+                              "null and data.dataset_options {}")
+        return open_prepared(spec[len(SHARDS_PREFIX):], seed=self.seed, skip_corrupt=self.skip_corrupt,
+                             cache_dir=self.shard_cache, storage_options=self.storage_options)
 
     def _setup_streamed(self) -> None:
         self.dataset = self._shards(self.spec)
         self.natural = None if self.natural_spec is None else self._shards(self.natural_spec)
         if self.natural is not None:
+            if not (self.dataset.decodes_images and self.natural.decodes_images):
+                raise ConfigError(f"{self.spec} with {self.natural_spec}: pairing a natural-image source with "
+                                  "prepared raster tiles is not supported; GeRSP's streamed sources are image files")
             if not self.natural.labelled:
                 raise DataError(f"{self.natural_spec}: the natural image source has no labels "
                                 "(GeRSP's supervised branch needs them)")
@@ -352,7 +356,7 @@ class PretrainDataModule(L.LightningDataModule):
 
         from rspretrain.data.shards.shard_images import collate_streamed
 
-        if self.dataset.plan is None:
+        if self.dataset.decodes_images and self.dataset.plan is None:
             raise RuntimeError("set_decode_crops() was not called: the view recipe decides the decode-time crops")
         from litdata.utilities.env import _DistributedEnv
 

@@ -61,6 +61,10 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule]:
         if not classes:
             raise ConfigError(f"data.dataset {cfg.data.dataset!r} has no labels; method {cfg.method!r} needs them")
         data_kwargs["num_classes"] = len(classes)
+    if getattr(method_cls, "trains_on_proportions", False) and "class_names" not in data_kwargs:
+        raise DataError(f"data.dataset {cfg.data.dataset!r} has no land-cover proportions; method {cfg.method!r} "
+                        "learns from them: pretrain on landcover:IMAGES with data.dataset_options.land_cover + scheme, "
+                        "or on shards prepared from such a source")
     if "num_classes" in data_kwargs and "num_classes" not in accepted:
         raise ConfigError(f"data.natural_dataset is used by methods with a supervised branch (gersp), not {cfg.method!r}")
     model = method_cls(**cfg.model, **data_kwargs, optim=asdict(cfg.optim), views=asdict(cfg.views))

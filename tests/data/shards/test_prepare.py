@@ -117,12 +117,12 @@ def test_a_killed_preparation_resumes_and_writes_every_image_once(tmp_path):
 
 
 def test_records_written_twice_by_a_resumed_writer_are_dropped(tmp_path):
-    from rspretrain.data.shards.prepare import _drop_duplicates
+    from rspretrain.data.shards.writing import drop_duplicates
 
     out = tmp_path / "set"
     litdata.optimize(fn=_duplicated, inputs=list(range(12)), output_dir=str(out), num_workers=1, verbose=False,
                      chunk_bytes="1KB")
-    assert _drop_duplicates(out, workers=2, chunk_bytes="1KB") == 10
+    assert drop_duplicates(out, workers=2, chunk_bytes="1KB") == 10
     dataset = litdata.StreamingDataset(str(out))
     records = sorted((dataset[i]["index"], bytes(dataset[i]["image"])) for i in range(len(dataset)))
     assert records == [(i, bytes([i]) * 100) for i in range(10)]

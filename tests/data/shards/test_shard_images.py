@@ -1,7 +1,6 @@
 """Streaming a prepared set: samples, per-sample seeded crops, bad records, ranks reading disjoint parts, and S3."""
 
 import os
-import socket
 from pathlib import Path
 
 import litdata
@@ -15,6 +14,7 @@ from rspretrain.core.errors import DataError
 from rspretrain.data.shards.decode_crops import DecodePlan
 from rspretrain.data.shards.manifest import ShardManifest
 from rspretrain.data.shards.shard_images import ShardImages, collate_streamed
+from tests.data.shards.conftest import free_port
 
 TWO_CROPS = DecodePlan(32, ((0.2, 1.0), (0.2, 1.0)))
 
@@ -92,12 +92,6 @@ def test_a_half_written_or_foreign_folder_is_refused(prepared, tmp_path):
 # ---------------------------------------------------------------------------------------------- two ranks (gloo)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_epoch(rank: int, world: int, port: int, location: str, out: str) -> None:
     from rspretrain.pretrain.datamodule import PretrainDataModule
 
@@ -115,28 +109,13 @@ def _rank_epoch(rank: int, world: int, port: int, location: str, out: str) -> No
 
 
 def test_two_ranks_read_disjoint_samples_and_together_cover_the_epoch_once(prepared, tmp_path):
-    mp.spawn(_rank_epoch, args=(2, _free_port(), str(prepared), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_rank_epoch, args=(2, free_port(), str(prepared), str(tmp_path)), nprocs=2, join=True)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt").tolist() for r in (0, 1))
     assert len(rank0) == len(rank1) == 18 and not set(rank0) & set(rank1)  # 36 images: 6 batches of 3 per rank
     assert sorted(rank0 + rank1) == list(range(36))
 
 
 # ------------------------------------------------------------------------------- S3: a real server on localhost
-
-
-@pytest.fixture()
-def s3_server(monkeypatch):
-    """moto's S3-compatible server over HTTP on a free localhost port (a real server, not a mocked client)."""
-    from moto.server import ThreadedMotoServer
-
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 def test_a_set_streams_from_an_s3_compatible_server(prepared, s3_server, tmp_path):

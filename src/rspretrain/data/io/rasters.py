@@ -42,6 +42,30 @@ from rspretrain.data.pretrain.patch_extraction import (
 #: GDAL block cache (MB) while a whole file is read or scanned: the cache would only hold a second copy of it.
 WHOLE_FILE_CACHE_MB = 64
 
+#: Object-storage URL schemes and the GDAL virtual file system that reads them with ranged requests.
+_VIRTUAL_FILE_SYSTEMS = {"s3": "/vsis3/", "gs": "/vsigs/", "az": "/vsiaz/"}
+
+
+def gdal_path(path: str | os.PathLike) -> Path:
+    """``path`` as GDAL reads it: a local path (``~`` expanded), or an object-storage URL as its virtual path
+    (``s3://bucket/key.tif`` -> ``/vsis3/bucket/key.tif``; also ``gs://``, ``az://`` and ``/vsi...`` as given).
+
+    GDAL reads only the blocks a window needs, so tiles of a scene on S3 cost their bytes, not the scene's. Endpoint
+    and credentials come from GDAL's settings (environment): ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, and
+    for an S3-compatible server ``AWS_S3_ENDPOINT=host:port``, ``AWS_VIRTUAL_HOSTING=FALSE`` (and ``AWS_HTTPS=NO``
+    over plain HTTP).
+    """
+    text = os.fspath(path)
+    scheme, separator, rest = text.partition("://")
+    if separator and scheme.lower() in _VIRTUAL_FILE_SYSTEMS:
+        return Path(_VIRTUAL_FILE_SYSTEMS[scheme.lower()] + rest)
+    return Path(text).expanduser()
+
+
+def is_virtual(path: str | os.PathLike) -> bool:
+    """True for a GDAL virtual path (object storage): its existence is known only by opening it."""
+    return os.fspath(path).startswith("/vsi")
+
 
 class WindowReader:
     """Windows of a stack of raster files that share one grid, read when asked (the scene is never held whole).
@@ -234,7 +258,7 @@ def read_raster(
             the band count differs from ``expected_bands`` or from ``len(band_names)``; a description contradicts
             ``band_names``.
     """
-    files = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
+    files = [gdal_path(paths)] if isinstance(paths, (str, os.PathLike)) else [gdal_path(p) for p in paths]
     if not files:
         raise DataError("read_raster: no raster file given")
     seen: set[str] = set()
@@ -252,7 +276,7 @@ def read_raster(
     nodata: float | int | None = None
     shape: tuple[int, int] | None = None
     for k, path in enumerate(files):
-        if not path.exists():
+        if not is_virtual(path) and not path.exists():
             raise DataError(f"{path}: no such file")
         try:
             with warnings.catch_warnings():
@@ -525,9 +549,21 @@ class RasterTiles(Dataset):
     def _index(self, indices: Sequence[int]) -> np.ndarray:
         return checked_positions(indices, len(self))
 
-    def _read(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """float32 ``(N, C, tile, tile)``: the tiles at ``(rows[i], cols[i])``, stretched if asked, nodata pixels 0."""
-        out = np.empty((len(rows), self.raster.count, self.tile, self.tile), dtype=np.float32)
+    @property
+    def stored_dtype(self) -> np.dtype:
+        """The dtype that holds every tile value exactly: uint8 after the percentile stretch, else the raster's."""
+        return np.dtype(np.uint8) if self._limits is not None else np.dtype(self.raster.dtype)
+
+    def stored_tiles(self, indices: Sequence[int]) -> np.ndarray:
+        """``(N, C, tile, tile)`` in :attr:`stored_dtype`: the tiles ``indices`` as :meth:`__getitems__` gives them
+        (stretched, nodata pixels 0) before its float32 conversion, so ``image == stored.astype(float32)``; what
+        ``rspretrain prepare`` writes (lossless, and as compact as the source)."""
+        windows = self.windows[self._index(indices)]
+        return self._read(windows[:, 0], windows[:, 1], self.stored_dtype)
+
+    def _read(self, rows: np.ndarray, cols: np.ndarray, dtype: np.dtype = np.float32) -> np.ndarray:
+        """``(N, C, tile, tile)`` of ``dtype``: the tiles at ``(rows[i], cols[i])``, stretched if asked, nodata 0."""
+        out = np.empty((len(rows), self.raster.count, self.tile, self.tile), dtype=dtype)
         for k, (row, col) in enumerate(zip(rows.tolist(), cols.tolist())):
             values = self.raster.window(slice(row, row + self.tile), slice(col, col + self.tile))
             out[k] = values if self._limits is None else apply_stretch(values, self._limits)  # a copy

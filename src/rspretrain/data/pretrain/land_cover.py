@@ -68,7 +68,7 @@ from torch.utils.data import Dataset
 
 from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.data.io.positions import checked_positions
-from rspretrain.data.io.rasters import RasterTiles, read_raster
+from rspretrain.data.io.rasters import RasterTiles, gdal_path, is_virtual, read_raster
 
 log = logging.getLogger("rspretrain")
 
@@ -250,10 +250,10 @@ def align_land_cover(
         ConfigError: invalid ``supersample``.
     """
     scheme = load_scheme(scheme)
-    path = Path(product)
+    path = gdal_path(product)
     if crs is None:
         raise DataError(f"{image_name}: image has no CRS; it cannot be aligned with the land-cover product {path}")
-    if not path.exists():
+    if not is_virtual(path) and not path.exists():
         raise DataError(f"{path}: no such land-cover file")
     target_bounds = array_bounds(height, width, transform)  # (west, south, east, north)
     target_bounds = (target_bounds[0], target_bounds[1], target_bounds[2], target_bounds[3])

@@ -28,6 +28,8 @@ class ShardManifest:
     source: str
     options: dict[str, Any]
     complete: bool = False
+    #: ``"images"`` (image files, decoded and cropped when read) or ``"tiles"`` (raster tiles, stored as arrays).
+    kind: str = "images"
     count: int = 0
     classes: list[str] | None = None
     class_counts: dict[str, int] | None = None
@@ -43,6 +45,11 @@ class ShardManifest:
     source_bytes: int = 0
     shard_bytes: int = 0
     writer_processes: int = 0
+    #: Tiles: their side (px), what their ``label`` is (``"proportions"``: land-cover class proportions, or None) and
+    #: one entry per scene (files, CRS, tiles kept and dropped, by reason).
+    tile: int | None = None
+    target_kind: str | None = None
+    scenes: list[dict[str, Any]] = field(default_factory=list)
     format: str = "rspretrain-shards"
     version: int = FORMAT_VERSION
 

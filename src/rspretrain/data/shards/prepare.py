@@ -23,10 +23,8 @@ A folder that holds another source's set, or files that are not a prepared set, 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -34,16 +32,23 @@ from typing import Any
 import numpy as np
 
 from rspretrain.core.errors import DataError
-from rspretrain.data.build import list_image_sources
+from rspretrain.data.build import RASTER_KINDS, list_image_sources
 from rspretrain.data.io.decode import ZipMember
 from rspretrain.data.shards.decode_crops import DEFAULT_MAX_IMAGE_PIXELS, load_rgb, open_image
-from rspretrain.data.shards.manifest import MANIFEST_NAME, ShardManifest, read_manifest
+from rspretrain.data.shards.manifest import ShardManifest
+from rspretrain.data.shards.writing import (
+    chunk_counts,
+    drop_duplicates,
+    identity_options,
+    note_skipped,
+    resume_point,
+    write_records,
+)
 
 log = logging.getLogger("rspretrain")
 
 #: Side (px) images are reduced to for the statistics sample and the decode check: enough for band means.
 _CHECK_SIZE = 256
-_SKIPPED_DIR = ".skipped"
 
 
 def prepare(
@@ -86,23 +91,20 @@ def prepare(
     Raises:
         DataError: listing problems, a corrupt image (without ``skip_corrupt``), an ``out`` holding something else.
     """
-    import litdata
 
+    if source.partition(":")[0].strip().lower() in RASTER_KINDS:
+        from rspretrain.data.shards.prepare_tiles import prepare_tiles
+
+        return prepare_tiles(source, out, root=root, split=split, workers=workers, chunk_bytes=chunk_bytes,
+                             stats_max_images=stats_max_images, seed=seed, overwrite=overwrite, progress=progress,
+                             **source_options)
     out = Path(out).expanduser().absolute()
     # What identifies the set (a rerun with other values is refused); skip_corrupt is not in it, so a run that
     # stopped on unreadable images can be resumed with it.
-    options = {"split": split, "max_image_pixels": int(max_image_pixels),
-               **{k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
-                  for k, v in source_options.items()}}
-    workers = max(1, int(workers or os.cpu_count() or 1))
-    existing = _check_output(out, source, options, overwrite)
+    options = identity_options(split, source_options, max_image_pixels=int(max_image_pixels))
+    existing, workers = resume_point(out, source, options, overwrite, workers)
     if existing is not None and existing.complete:
-        log.info("%s: already prepared from %s (%d images); nothing to do", out, source, existing.count)
         return existing
-    if existing is not None and existing.writer_processes not in (0, workers):
-        # litdata's checkpoints hold each writer's share of the inputs: a resume needs the same split.
-        log.info("resuming with the %d writer processes of the interrupted run", existing.writer_processes)
-        workers = existing.writer_processes
     listed = list_image_sources(source, root=root, split=split, **source_options)  # after: a done set is not listed
     manifest = ShardManifest(source=source, options=options, classes=listed.classes, writer_processes=workers)
     out.mkdir(parents=True, exist_ok=True)
@@ -113,23 +115,9 @@ def prepare(
     # Lists of plain strings and ints: litdata compares its inputs with those in its JSON checkpoints on resume.
     inputs = [[i, *_as_strings(s), None if listed.labels is None else listed.labels[i]]
               for i, s in enumerate(listed.sources)]
-    skipped_dir = out / _SKIPPED_DIR
-    skipped_dir.mkdir(exist_ok=True)
-    if (out / "index.json").is_file():
-        log.info("%s: every chunk was written by an earlier run; finishing the manifest", out)
-    else:  # litdata writes index.json once every writer is done
-        litdata.optimize(
-            fn=functools.partial(_record, max_image_pixels=int(max_image_pixels), skipped_dir=str(skipped_dir)),
-            inputs=inputs,
-            output_dir=str(out),
-            chunk_bytes=chunk_bytes,
-            num_workers=workers,
-            use_checkpoint=True,
-            reorder_files=False,
-            verbose=progress,
-            start_method="fork",
-        )
-    unreadable = _skipped(skipped_dir)
+    fn = functools.partial(_record, max_image_pixels=int(max_image_pixels))
+    unreadable = {int(key): reason for key, reason in write_records(out, fn, inputs, chunk_bytes, workers,
+                                                                    progress).items()}
     if unreadable and not skip_corrupt:
         first = sorted(unreadable.items())[:5]
         raise DataError(f"{len(unreadable)} image(s) of {source} cannot be read: "
@@ -137,12 +125,10 @@ def prepare(
                         + ("; ..." if len(unreadable) > 5 else "")
                         + ". Fix or remove them, or rerun with --skip-corrupt (it resumes) to leave them out")
     skipped = set(unreadable)
-    index = json.loads((out / "index.json").read_text())
-    manifest.count = sum(int(chunk["chunk_size"]) for chunk in index["chunks"])
+    manifest.count, _ = chunk_counts(out)
     if manifest.count + len(skipped) > len(inputs):
         # A writer killed between saving a chunk and its checkpoint writes those images again on resume.
-        manifest.count = _drop_duplicates(out, workers, chunk_bytes)
-        index = json.loads((out / "index.json").read_text())
+        manifest.count = drop_duplicates(out, workers, chunk_bytes)
     if manifest.count + len(skipped) != len(inputs):
         raise DataError(f"{out}: holds {manifest.count} images and {len(skipped)} skipped of {len(inputs)} listed; "
                         "prepare it again with --overwrite")
@@ -155,31 +141,8 @@ def prepare(
     manifest.complete = True
     manifest.write(out)
     log.info("%s: %d images in %d chunks (%.1f MB from %.1f MB of source files); %d skipped", out, manifest.count,
-             len(index["chunks"]), manifest.shard_bytes / 1e6, manifest.source_bytes / 1e6, len(skipped))
+             chunk_counts(out)[1], manifest.shard_bytes / 1e6, manifest.source_bytes / 1e6, len(skipped))
     return manifest
-
-
-def _check_output(out: Path, source: str, options: dict, overwrite: bool) -> ShardManifest | None:
-    """The manifest when ``out`` already holds this very set (complete, or interrupted: resume); None for a new
-    one; DataError when it holds something else."""
-    if not out.exists():
-        return None
-    if overwrite:
-        shutil.rmtree(out)
-        return None
-    if not out.is_dir():
-        raise DataError(f"{out}: exists and is not a folder")
-    if not (out / MANIFEST_NAME).is_file():
-        if any(out.iterdir()):
-            raise DataError(f"{out}: not empty and not a prepared set; choose another --out or pass --overwrite")
-        return None
-    earlier = read_manifest(out, require_complete=False)
-    if earlier.source != source or earlier.options != options:
-        raise DataError(f"{out}: holds a set prepared from {earlier.source} with {earlier.options}, not {source} "
-                        f"with {options}; choose another --out or pass --overwrite")
-    if not earlier.complete:
-        log.info("%s: resuming an interrupted preparation of %s", out, source)
-    return earlier
 
 
 # ------------------------------------------------------------------------------------------------ worker processes
@@ -213,7 +176,7 @@ def _checked_bytes(source, max_image_pixels: int) -> bytes:
     return data
 
 
-def _record(item: list, max_image_pixels: int, skipped_dir: str):
+def _record(item: list, skipped_dir: str, max_image_pixels: int):
     """litdata's ``fn``: one record per readable image. An unreadable one is noted in ``skipped_dir`` and left out
     (never raised here: an exception in a litdata writer leaves the main process waiting); :func:`prepare` then
     fails naming it, or counts it with ``skip_corrupt``."""
@@ -222,8 +185,7 @@ def _record(item: list, max_image_pixels: int, skipped_dir: str):
     try:
         data = _checked_bytes(source, max_image_pixels)
     except DataError as exc:
-        with open(Path(skipped_dir) / f"{os.getpid()}.tsv", "a") as handle:
-            handle.write(f"{index}\t{' '.join(str(exc).split())}\n")
+        note_skipped(skipped_dir, str(index), exc)
         return None  # litdata writes nothing for None
     # The name as bytes: litdata would serialise a string that is the path of a JPEG as that JPEG's decoded pixels.
     record = {"index": int(index), "name": str(source).encode(), "image": data}
@@ -232,66 +194,8 @@ def _record(item: list, max_image_pixels: int, skipped_dir: str):
     return record
 
 
-def _copy_record(position: int, location: str) -> dict:
-    """litdata's ``fn`` of :func:`_drop_duplicates`: record ``position`` of the set at ``location``, as written."""
-    global _copy_source
-    import litdata
-
-    if _copy_source is None or _copy_source.input_dir.path != location:
-        _copy_source = litdata.StreamingDataset(location)
-    record = _copy_source[position]
-    return {key: bytes(value) if isinstance(value, memoryview) else value for key, value in record.items()}
-
-
-_copy_source = None
-
-
-def _drop_duplicates(out: Path, workers: int, chunk_bytes: str) -> int:
-    """Rewrite ``out`` keeping the first record of each source index; returns the records kept.
-
-    litdata's resumable ``optimize`` is at-least-once: a writer killed after saving a chunk but before recording it
-    in its checkpoint writes that chunk's images again when resumed. Records carry their source index, so the repeats
-    are found by one read of the set and the set is written again without them (once, only after such a resume).
-    """
-    import litdata
-
-    dataset = litdata.StreamingDataset(str(out))
-    seen: set[int] = set()
-    keep = []
-    for position in range(len(dataset)):
-        index = int(dataset[position]["index"])
-        if index not in seen:
-            seen.add(index)
-            keep.append(position)
-    log.info("%s: %d records written twice by the resumed writers; rewriting the set without them", out,
-             len(dataset) - len(keep))
-    rewritten = out.with_name(out.name + ".deduplicated")
-    shutil.rmtree(rewritten, ignore_errors=True)
-    litdata.optimize(fn=functools.partial(_copy_record, location=str(out)), inputs=keep, output_dir=str(rewritten),
-                     chunk_bytes=chunk_bytes, num_workers=workers, verbose=False, reorder_files=False,
-                     start_method="fork")
-    for old in [*out.glob("chunk-*.bin"), out / "index.json"]:
-        old.unlink()
-    shutil.rmtree(out / ".checkpoints", ignore_errors=True)
-    for new in rewritten.iterdir():
-        os.replace(new, out / new.name)
-    rewritten.rmdir()
-    return len(keep)
-
-
 def _as_strings(source) -> tuple[str, str | None]:
     return (str(source.archive), source.member) if isinstance(source, ZipMember) else (os.fspath(source), None)
-
-
-def _skipped(folder: Path) -> dict[int, str]:
-    """Source index -> reason of every image a writer could not read."""
-    reasons = {}
-    for path in folder.glob("*.tsv"):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                index, reason = line.split("\t", 1)
-                reasons[int(index)] = reason
-    return reasons
 
 
 # --------------------------------------------------------------------------------------------------- main process

@@ -19,7 +19,7 @@ from litdata import StreamingDataset
 
 from rspretrain.core.errors import DataError
 from rspretrain.data.shards.decode_crops import DecodePlan, decode_crops
-from rspretrain.data.shards.manifest import is_remote, read_manifest
+from rspretrain.data.shards.manifest import ShardManifest, is_remote, read_manifest
 
 log = logging.getLogger("rspretrain")
 
@@ -39,6 +39,7 @@ class ShardImages(StreamingDataset):
         storage_options: object-storage client options (e.g. ``{"endpoint_url": "http://..."}`` for an
             S3-compatible server).
         drop_last: drop the last partial batch of each rank (needed under DDP, where ranks step together).
+        manifest: the set's manifest when the caller has read it already (:func:`~rspretrain.data.shards.open_prepared.open_prepared`).
 
     Raises:
         DataError: not a prepared set, a half-written one, or unreachable storage (one line naming the URL).
@@ -55,11 +56,12 @@ class ShardImages(StreamingDataset):
         max_cache_size: str | None = None,
         storage_options: dict[str, Any] | None = None,
         drop_last: bool = True,
+        manifest: ShardManifest | None = None,
     ) -> None:
         location = str(location)
         if is_remote(location):
             _boto3_for_plain_http(storage_options)
-        self.manifest = read_manifest(location, storage_options=storage_options)
+        self.manifest = manifest or read_manifest(location, storage_options=storage_options)
         kwargs: dict[str, Any] = {"storage_options": dict(storage_options or {})}
         if max_cache_size is not None:
             kwargs["max_cache_size"] = max_cache_size
@@ -74,6 +76,9 @@ class ShardImages(StreamingDataset):
         self.band_names = tuple(self.manifest.band_names)
         self.value_scale = float(self.manifest.value_scale)
         self.skipped_records = 0
+
+    #: Samples are decoded and cropped by a :class:`DecodePlan` the method's views decide (:meth:`set_plan`).
+    decodes_images = True
 
     @property
     def labelled(self) -> bool:

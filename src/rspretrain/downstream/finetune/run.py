@@ -212,11 +212,11 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None, cal
 
     from rspretrain.core import provenance
     from rspretrain.core.rng_state import StepSeededRNG
+    from rspretrain.data.band_statistics import band_statistics
     from rspretrain.downstream.finetune import get_task
     from rspretrain.downstream.finetune.backbone_init import resolve_init
     from rspretrain.downstream.report.classification import classification_scores, plot_confusion_matrix
     from rspretrain.downstream.report.writer import report_meta, write_report
-    from rspretrain.pretrain.datamodule import band_statistics
     from rspretrain.pretrain.export import export_backbone, export_scene_classifier
     from rspretrain.training.trainer import PRECISIONS, TrainerConfig, build_trainer, fit, resume_checkpoint
 

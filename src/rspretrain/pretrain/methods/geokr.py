@@ -103,6 +103,8 @@ class GeoKR(PretrainMethod):
     export_from = "teacher"
     exportable = EXPORTABLE
     views_config_class = GeoKRViewsConfig
+    #: Its labels are land-cover class proportions: ``run.build`` refuses data without them before training starts.
+    trains_on_proportions = True
 
     def __init__(
         self,
