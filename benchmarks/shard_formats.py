@@ -2,10 +2,11 @@
 
 ``rspretrain prepare`` writes litdata chunks. This measures the choice: ``--images`` JPEGs (96-320 px, photo-like,
 cycled from 512 distinct ones, as ``benchmarks/scale.py`` makes them) are written by each library's own writer from
-one process (original bytes + label + index, 64 MB shards), then read back for one epoch through a PyTorch
+one process (original bytes + label + index, 8 MB shards), then read back for one epoch through a PyTorch
 DataLoader with 2 workers and batch 64, each sample decoded and cropped to two 64-px views exactly as rspretrain's
 streamed path does (:func:`rspretrain.data.shards.decode_crops.decode_crops`), so only the storage layer differs.
-Per library it records: write images/s, output bytes, time from building the dataset to the first batch, epoch
+Per library it records: write images/s (litdata's ``optimize`` writes from a worker process, whose start-up counts
+here; in ``rspretrain prepare`` the decode check, not the writer, sets the pace), output bytes, time from building the dataset to the first batch, epoch
 images/s, and what a resumable, distributed training run needs (a loader ``state_dict`` to resume inside an epoch,
 rank/worker splitting, random access by index), checked on the installed packages rather than assumed.
 
@@ -37,7 +38,7 @@ from benchmarks.scale import _pool  # noqa: E402
 from rspretrain.data.shards.decode_crops import DecodePlan, decode_crops  # noqa: E402
 
 PLAN = DecodePlan(64, ((0.2, 1.0), (0.2, 1.0)))
-BATCH, WORKERS, SHARD_MB = 64, 2, 64
+BATCH, WORKERS, SHARD_MB = 64, 2, 8  # 8 MB shards: several per worker at 5,000 images
 
 
 def _decode(image: bytes, index: int) -> torch.Tensor:
@@ -65,18 +66,24 @@ def write_litdata(folder: Path, pool: list[bytes], n: int) -> None:
                      chunk_bytes=f"{SHARD_MB}MB", num_workers=1, verbose=False, reorder_files=False)
 
 
-class _LitdataImages:
-    @staticmethod
-    def build(folder: Path):
-        import litdata
+def _litdata_loader(folder: Path):
+    import litdata
 
-        class Decoded(litdata.StreamingDataset):
-            def __getitem__(self, index):
-                record = super().__getitem__(index)
-                return _decode(bytes(record["image"]), int(record["index"])), int(record["label"])
+    from benchmarks.shard_formats import LitdataDecoded  # importable by name: the loader may spawn its workers
 
-        dataset = Decoded(str(folder), shuffle=True, seed=0)
-        return litdata.StreamingDataLoader(dataset, batch_size=BATCH, num_workers=WORKERS, collate_fn=_collate)
+    dataset = LitdataDecoded(str(folder), shuffle=True, seed=0)
+    return litdata.StreamingDataLoader(dataset, batch_size=BATCH, num_workers=WORKERS, collate_fn=_collate)
+
+
+try:
+    import litdata as _litdata
+
+    class LitdataDecoded(_litdata.StreamingDataset):
+        def __getitem__(self, index):
+            record = super().__getitem__(index)
+            return _decode(bytes(record["image"]), int(record["index"])), int(record["label"])
+except ImportError:  # litdata is a dependency of rspretrain
+    raise
 
 
 # -------------------------------------------------------------------------------------------------- WebDataset
@@ -91,15 +98,18 @@ def write_webdataset(folder: Path, pool: list[bytes], n: int) -> None:
             sink.write({"__key__": f"{index:08d}", "jpg": pool[index % len(pool)], "cls": index % 10})
 
 
-class _WebDatasetImages:
-    @staticmethod
-    def build(folder: Path):
-        import webdataset as wds
+def _webdataset_sample(sample: dict) -> tuple:
+    return _decode(sample["jpg"], int(sample["__key__"])), int(sample["cls"])
 
-        shards = sorted(str(p) for p in folder.glob("shard-*.tar"))
-        dataset = (wds.WebDataset(shards, shardshuffle=len(shards), nodesplitter=wds.split_by_node, seed=0)
-                   .shuffle(1000).map(lambda s: (_decode(s["jpg"], int(s["__key__"])), int(s["cls"]))))
-        return torch.utils.data.DataLoader(dataset, batch_size=BATCH, num_workers=WORKERS, collate_fn=_collate)
+
+def _webdataset_loader(folder: Path):
+    import webdataset as wds
+
+    shards = sorted(str(p) for p in folder.glob("shard-*.tar"))
+    dataset = (wds.WebDataset(shards, shardshuffle=len(shards), nodesplitter=wds.split_by_node, seed=0,
+                              empty_check=False)
+               .shuffle(1000).map(_webdataset_sample))
+    return torch.utils.data.DataLoader(dataset, batch_size=BATCH, num_workers=WORKERS, collate_fn=_collate)
 
 
 # -------------------------------------------------------------------------------------------- MosaicML Streaming
@@ -114,36 +124,46 @@ def write_mosaic(folder: Path, pool: list[bytes], n: int) -> None:
             writer.write({"image": pool[index % len(pool)], "label": index % 10, "index": index})
 
 
-class _MosaicImages:
-    @staticmethod
-    def build(folder: Path):
-        import streaming
+def _mosaic_loader(folder: Path):
+    import streaming
 
-        class Decoded(streaming.StreamingDataset):
-            def __getitem__(self, index):
-                record = super().__getitem__(index)
-                return _decode(record["image"], int(record["index"])), int(record["label"])
+    from benchmarks.shard_formats import MosaicDecoded
 
-        streaming.base.util.clean_stale_shared_memory()
-        dataset = Decoded(local=str(folder), shuffle=True, shuffle_seed=0, batch_size=BATCH)
-        return streaming.StreamingDataLoader(dataset, batch_size=BATCH, num_workers=WORKERS, collate_fn=_collate)
+    streaming.base.util.clean_stale_shared_memory()
+    dataset = MosaicDecoded(local=str(folder), shuffle=True, shuffle_seed=0, batch_size=BATCH)
+    return streaming.StreamingDataLoader(dataset, batch_size=BATCH, num_workers=WORKERS, collate_fn=_collate)
+
+
+try:
+    import streaming as _streaming
+
+    class MosaicDecoded(_streaming.StreamingDataset):
+        def __getitem__(self, index):
+            record = super().__getitem__(index)
+            return _decode(record["image"], int(record["index"])), int(record["label"])
+except ImportError:  # run without MosaicML Streaming: main() names what to install
+    pass
 
 
 LIBRARIES = {
-    "litdata": (write_litdata, _LitdataImages),
-    "webdataset": (write_webdataset, _WebDatasetImages),
-    "mosaicml-streaming": (write_mosaic, _MosaicImages),
+    "litdata": (write_litdata, _litdata_loader),
+    "webdataset": (write_webdataset, _webdataset_loader),
+    "mosaicml-streaming": (write_mosaic, _mosaic_loader),
 }
 
 
 def features(loader) -> dict:
-    """What resumable distributed training needs, read off the installed library's objects."""
-    dataset = loader.dataset
+    """What resumable training needs, tried on the installed library's objects: a loader ``state_dict`` (resume
+    inside an epoch) and reading a sample by index (repairs, inspection, error messages naming a sample)."""
+    try:
+        loader.dataset[0]
+        random_access = True
+    except Exception:  # noqa: BLE001 - an iterable-only dataset raises (NotImplementedError, TypeError, ...)
+        random_access = False
     return {
         "loader_state_dict": callable(getattr(loader, "state_dict", None))
         and callable(getattr(loader, "load_state_dict", None)),
-        "random_access": not isinstance(dataset, torch.utils.data.IterableDataset)
-        or callable(getattr(type(dataset), "__getitem__", None)),
+        "random_access": random_access,
     }
 
 
@@ -158,7 +178,7 @@ def measure(name: str, root: Path, pool: list[bytes], n: int) -> dict:
     write_s = time.perf_counter() - started
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     started = time.perf_counter()
-    loader = reader.build(folder)
+    loader = reader(folder)
     iterator = iter(loader)
     count = len(next(iterator)["label"])
     first_batch_s = time.perf_counter() - started

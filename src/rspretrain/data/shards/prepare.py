@@ -5,8 +5,11 @@ code of ours, what the papers' scale needs: ``optimize`` writes chunks from many
 (``use_checkpoint``); ``StreamingDataset`` splits the chunks over ranks *and* DataLoader workers, streams them from
 a local folder or object storage (``s3://``) through a bounded local cache, shuffles by chunk then by item, and its
 ``StreamingDataLoader`` has a ``state_dict`` that Lightning stores in the checkpoint, so a killed run resumes inside
-an epoch. WebDataset's tar shards would need our own resumable writer and loader state; MosaicML streaming has the
-same features but a second trainer ecosystem. ``benchmarks/scale.py`` measures what this costs.
+an epoch. Measured against the alternatives on the same 5,000 JPEGs, read with 2 workers and rspretrain's decode
+and crops (``benchmarks/shard_formats.py``, this 2-core CPU): litdata read the epoch at 486 images/s, WebDataset
+1.0.2 at 406 and MosaicML Streaming 0.13 at 369; litdata's and MosaicML's shards are the JPEG bytes + 0.2 %,
+WebDataset's tars + 27 %; WebDataset has no loader ``state_dict`` (no resume inside an epoch) and no access by index.
+MosaicML has both but its own trainer ecosystem. ``benchmarks/scale.py`` measures what streaming costs.
 
 What is written, per image: its original file bytes (JPEG stays JPEG: no re-encoding loss, no size blow-up), its
 source index and name (for error messages) and its label when the source has classes. Every image is opened and
