@@ -1,8 +1,10 @@
 """Pretraining data at the papers' scale: memory, start-up and throughput of streamed shards against N, in one run.
 
 Synthesises prepared (sharded) sets -- N small JPEGs for each ``--sizes`` (10k, 100k, 1M by default) and
-``--large`` 4000 x 4000 JPEGs -- and pretrains MoCo v2 ResNet-18 on each for ``--steps`` steps in a fresh process,
-DataLoader workers included, next to:
+``--large`` 4000 x 4000 JPEGs -- and pretrains MoCo v2 ResNet-18 on each for ``--steps`` steps in a fresh process
+with ``--workers`` DataLoader workers (default: the cores but one; on 2 cores a second worker takes CPU from the
+training step itself: 0.84 of the pre-made step at 224 px with 2 workers, 0.97 with 1, measured before this default),
+next to:
 
 - the same steps on pre-made tensors (a batch of the streamed shape, made once, no loader: the ceiling), at 64 px
   and at 224 px;
@@ -16,7 +18,7 @@ folders of small and of 4000-px JPEGs (images per second per writer process, out
 Targets (issue 14): peak memory and time to first step flat in N (1M within 1.2x of 10k); the streamed step at least
 0.9 of the pre-made one at 224 px and 0.8 at 64 px, on 2 cores.
 
-    python benchmarks/scale.py [--sizes 10000 100000 1000000] [--large 200] [--steps 20] [--workdir DIR]
+    python benchmarks/scale.py [--sizes 10000 100000 1000000] [--large 200] [--steps 20] [--workers N] [--workdir DIR]
 
 Results: ``benchmarks/results/scale_cpu.json`` and ``scale_cpu.png`` (``--out``).
 """
@@ -177,7 +179,8 @@ def child(spec: dict) -> None:
 
     clock = Clock()
     overrides = {
-        "data.batch_size": spec["batch_size"], "data.num_workers": 2, "model.image_size": spec["image_size"],
+        "data.batch_size": spec["batch_size"], "data.num_workers": spec["workers"],
+        "model.image_size": spec["image_size"],
         "trainer.max_steps": spec["steps"], "trainer.ckpt_every_n_steps": 10**6, "trainer.log_every_n_steps": 10**6,
         "trainer.progress_bar": False, "trainer.out_dir": spec["out"], "data.dataset": spec["dataset"],
         **spec.get("overrides", {}),
@@ -237,6 +240,10 @@ def measure(name: str, spec: dict) -> dict:
     return row
 
 
+def _measure_with(name: str, spec: dict, workers: int) -> dict:
+    return {**measure(name, {**spec, "workers": workers}), "workers": workers}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -246,6 +253,8 @@ def main() -> None:
                         help="images in the prepare-throughput folders")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "rspretrain-scale"))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale_cpu.json"))
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
+                        help="DataLoader workers of every run (default: the cores but one, which the step needs)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -260,6 +269,7 @@ def main() -> None:
     prepare_rows = prepare_throughput(workdir, *args.prepare)
 
     premade = "benchmarks.scale.PremadeTensors"
+    measure = functools.partial(_measure_with, workers=args.workers)
     runs = []
     for n, folder in sets.items():
         runs.append(measure(f"streamed {n:,}", {"dataset": f"shards:{folder}", "image_size": 64, "batch_size": 64,
@@ -295,7 +305,7 @@ def main() -> None:
     ratios = {k: round(v, 3) for k, v in ratios.items()}
     for key, value in ratios.items():
         print(f"{key}: {value}")
-    result = {"runs": runs, "ratios": ratios, "prepare": prepare_rows, "cpus": os.cpu_count(),
+    result = {"runs": runs, "ratios": ratios, "prepare": prepare_rows, "cpus": os.cpu_count(), "workers": args.workers,
               "targets": {"memory and first step, 1M / 10k": "<= 1.2", "streamed / pre-made at 224 px": ">= 0.9",
                           "streamed / pre-made at 64 px": ">= 0.8"}}
     write_json(Path(args.out), result)
@@ -317,7 +327,7 @@ def _plot(result: dict, path: Path) -> None:
         ax.barh(names, [r[key] for r in runs], color="tab:blue")
         ax.set_xlabel(label)
         ax.invert_yaxis()
-    axes[0].set_title("MoCo v2 ResNet-18, 2 DataLoader workers")
+    axes[0].set_title(f"MoCo v2 ResNet-18, {result['workers']} DataLoader worker(s), {result['cpus']} cores")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

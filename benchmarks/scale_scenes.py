@@ -105,7 +105,8 @@ def main() -> None:
                          "scene_mb": round(manifest.source_bytes / 1e6, 1),
                          "shard_mb": round(manifest.shard_bytes / 1e6, 1)})
         print(f"prepare {count} scene(s): {prepared[-1]}", flush=True)
-        common = {"config": "geokr_resnet18_zion", "image_size": 64, "batch_size": 32, "steps": args.steps}
+        common = {"config": "geokr_resnet18_zion", "image_size": 64, "batch_size": 32, "steps": args.steps,
+                  "workers": 2}
         in_memory = {"data.dataset_options": {**options, "land_cover": str(land_cover), "windowed": True},
                      "data.loading": "memory"}
         runs.append({"scenes": count, "path": "in memory (windowed)",
