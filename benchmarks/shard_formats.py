@@ -6,9 +6,9 @@ one process (original bytes + label + index, 8 MB shards), then read back for on
 DataLoader with 2 workers and batch 64, each sample decoded and cropped to two 64-px views exactly as rspretrain's
 streamed path does (:func:`rspretrain.data.shards.decode_crops.decode_crops`), so only the storage layer differs.
 Per library it records: write images/s (litdata's ``optimize`` writes from a worker process, whose start-up counts
-here; in ``rspretrain prepare`` the decode check, not the writer, sets the pace), output bytes, time from building the dataset to the first batch, epoch
-images/s, and what a resumable, distributed training run needs (a loader ``state_dict`` to resume inside an epoch,
-rank/worker splitting, random access by index), checked on the installed packages rather than assumed.
+here; in ``rspretrain prepare`` the decode check, not the writer, sets the pace), output bytes, time from building
+the dataset to the first batch, epoch images/s, and what a resumable training run needs (a loader ``state_dict`` to
+resume inside an epoch, access to a sample by index), tried on the installed packages rather than assumed.
 
 Needs the two other libraries, which rspretrain does not depend on:
 

@@ -64,6 +64,8 @@ def cache_key(sources: Sequence[ImageSource], image_size: int | None, skip_corru
                 stat = os.stat(absolute)
             except FileNotFoundError:
                 raise DataError(f"{path}: no such file") from None
+            except OSError as exc:  # a link loop, a permission, an I/O error: one line naming the file
+                raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from None
             files[absolute] = [stat.st_size, stat.st_mtime_ns]
         names.append(f"{absolute}:{source.member}" if isinstance(source, ZipMember) else absolute)
     payload = {

@@ -39,7 +39,8 @@ class ShardImages(StreamingDataset):
         storage_options: object-storage client options (e.g. ``{"endpoint_url": "http://..."}`` for an
             S3-compatible server).
         drop_last: drop the last partial batch of each rank (needed under DDP, where ranks step together).
-        manifest: the set's manifest when the caller has read it already (:func:`~rspretrain.data.shards.open_prepared.open_prepared`).
+        manifest: the set's manifest when the caller has read it already
+            (:func:`~rspretrain.data.shards.open_prepared.open_prepared`).
 
     Raises:
         DataError: not a prepared set, a half-written one, or unreachable storage (one line naming the URL).

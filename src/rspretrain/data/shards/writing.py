@@ -70,7 +70,8 @@ def _check_output(out: Path, source: str, options: dict, overwrite: bool) -> Sha
 
 
 def note_skipped(skipped_dir: str | Path, key: str, error: Exception) -> None:
-    """Record, from a writer process, that the record ``key`` could not be written and why (see :func:`rspretrain.data.shards.prepare._record`)."""
+    """Record, from a writer process, that the record ``key`` could not be written and why (see
+    :func:`rspretrain.data.shards.prepare._record`)."""
     with open(Path(skipped_dir) / f"{os.getpid()}.tsv", "a") as handle:
         handle.write(f"{key}\t{' '.join(str(error).split())}\n")
 
