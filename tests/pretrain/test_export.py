@@ -51,3 +51,30 @@ def test_not_an_export_is_an_error(tmp_path):
         backbones.load(bad)
     with pytest.raises(DataError, match="not found"):
         backbones.load(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda meta: {**meta, "arch": "hf-hub:timm/resnet18.a1_in1k"}, "not a model of timm's local registry"),
+    (lambda meta: {**meta, "arch": "no_such_net"}, "not a model of timm's local registry"),
+    (lambda meta: {k: v for k, v in meta.items() if k != "in_chans"}, "metadata lacks in_chans"),
+    (lambda meta: "{not json", "not valid JSON"),
+])
+def test_tampered_or_foreign_metadata_is_one_error_and_never_reaches_the_network(method, tmp_path, tamper, message):
+    # An architecture name read from a file is only ever a local timm model: a hub name would make timm download.
+    from safetensors.torch import load_file, save_file
+
+    from rspretrain.pretrain.export import META_KEY
+
+    path = export_backbone(method, tmp_path / "bb.safetensors")
+    meta = tamper(read_metadata(path))
+    save_file(load_file(str(path)), str(path), metadata={META_KEY: meta if isinstance(meta, str) else json.dumps(meta)})
+    with pytest.raises(DataError, match=f"bb.safetensors: .*{message}"):
+        backbones.load(path)
+
+
+def test_a_hub_backbone_name_in_a_config_is_refused_before_timm():
+    from rspretrain.core.errors import ConfigError
+    from rspretrain.nn.backbones import Backbone
+
+    with pytest.raises(ConfigError, match="hub and URL names are refused"):
+        Backbone("hf-hub:timm/resnet18.a1_in1k")

@@ -110,6 +110,21 @@ class MaskToken(nn.Module):
         return features + token * m
 
 
+def local_arch(arch: Any, where: str = "backbone") -> str:
+    """``arch`` if it names a model of timm's local registry (``resnet18``, ``resnet18.a1_in1k``, ...).
+
+    A hub or URL name (``hf-hub:...``, ``timm/...``) or an unknown name is a :class:`ConfigError` before timm sees it:
+    timm would fetch such a model's config from the network even without weights, and names also come from files
+    (exports, checkpoints) that must never make loading reach out.
+    """
+    if not isinstance(arch, str) or not arch:
+        raise ConfigError(f"{where}: the architecture must be a timm model name, got {arch!r}")
+    if ":" in arch or "/" in arch or not timm.is_model(arch):
+        raise ConfigError(f"{where}: {arch!r} is not a model of timm's local registry (hub and URL names are refused: "
+                          "nothing is downloaded)")
+    return arch
+
+
 class Backbone(nn.Module):
     """A timm backbone with pooled features and stage maps.
 
@@ -133,6 +148,7 @@ class Backbone(nn.Module):
         timm_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        local_arch(arch, f"backbone {arch!r}")
         kwargs = {**timm_kwargs_for(arch, image_size), **(timm_kwargs or {})}
         try:
             self.model = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans, **kwargs)

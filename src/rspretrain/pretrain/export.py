@@ -22,8 +22,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from rspretrain.core.bands import check_bands
-from rspretrain.core.errors import DataError
+from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.core.json_io import write_json
+from rspretrain.nn.backbones import local_arch
 
 META_KEY = "rspretrain"
 
@@ -69,7 +70,20 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         raise DataError(f"{path}: not a readable safetensors file ({err})") from None
     if META_KEY not in header:
         raise DataError(f"{path}: safetensors file has no rspretrain metadata (not exported by rspretrain)")
-    return json.loads(header[META_KEY])
+    try:
+        meta = json.loads(header[META_KEY])
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: its rspretrain metadata is not valid JSON ({err})") from None
+    missing = [key for key in ("arch", "in_chans", "mean", "std", "input_size") if key not in meta] if isinstance(
+        meta, dict) else []
+    if not isinstance(meta, dict) or missing:
+        raise DataError(f"{path}: its rspretrain metadata lacks {', '.join(missing) or 'everything'} (a damaged or "
+                        "foreign export)")
+    try:  # the architecture name comes from the file: only a local timm model, never a hub download
+        local_arch(meta["arch"], str(path))
+    except ConfigError as err:
+        raise DataError(str(err)) from None
+    return meta
 
 
 def load_backbone(
