@@ -199,3 +199,39 @@ def test_prepare_tiles_land_cover_scenes_from_the_command_line(data_root, tmp_pa
     assert f"{out}: 374 tiles of 1 scene(s) (uint16), 8 classes" in capsys.readouterr().out  # 17 x 22 of 64 px
     assert main(["prepare", f"landcover:{bands}", "--out", str(out), "--option.scheme", "nlcd8"]) == 2
     assert "holds a set prepared from" in capsys.readouterr().err  # other options, same folder
+
+
+def test_ctrl_c_in_pretrain_is_one_line_with_the_resume_command_and_exit_130(tmp_path, data_root):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    args = ["pretrain", "--config", "moco_resnet18_eurosat", "--data.root", str(data_root), "--data.max_per_class", "4",
+            "--data.batch_size", "8", "--model.image_size", "32", "--model.queue_size", "16", "--model.backbone",
+            "resnet10t", "--trainer.max_steps", "100000", "--trainer.ckpt_every_n_steps", "1", "--trainer.out_dir",
+            str(out), "--trainer.progress_bar", "false"]
+    proc = subprocess.Popen([sys.executable, "-m", "rspretrain.apps.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (out / "checkpoints" / "last.ckpt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("rspretrain: interrupted; the last checkpoint is kept, continue with: rspretrain pretrain")
+    assert last.endswith(f"{out} --trainer.progress_bar false --resume")
+
+
+def test_ctrl_c_in_any_other_command_is_one_line_and_exit_130(monkeypatch, capsys):
+    import rspretrain.apps.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_info", interrupted)
+    monkeypatch.setattr(cli, "cmd_evaluate", interrupted)
+    assert main(["evaluate", "x.ckpt"]) == 130
+    assert capsys.readouterr().err == "rspretrain: interrupted\n"

@@ -491,6 +491,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         status = commands[args.command](args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"rspretrain: interrupted{_resume_hint(args, argv)}", file=sys.stderr)
+        return 130  # the shell's code for a run ended by SIGINT
     except RSPretrainError as err:
         if args.debug:
             raise
@@ -500,6 +505,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     destroy_process_group()
     return status
+
+
+def _resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
+    """For an interrupted ``pretrain``: how to continue it (its own command line with ``--resume``)."""
+    if args.command != "pretrain":
+        return ""
+    command = " ".join(["rspretrain", *argv] + ([] if "--resume" in argv else ["--resume"]))
+    return f"; the last checkpoint is kept, continue with: {command}"
 
 
 def parse_command_line(argv: list[str]):

@@ -218,7 +218,14 @@ def fit(trainer: L.Trainer, module: L.LightningModule, out: Path | None, resume_
         **fit_kwargs) -> Path | None:
     """``trainer.fit`` (continuing ``resume_from`` when given), then the final checkpoint
     ``<out>/checkpoints/last.ckpt``; returns its path (None without ``out``)."""
-    trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None, **fit_kwargs)
+    try:
+        trainer.fit(module, ckpt_path=str(resume_from) if resume_from else None, **fit_kwargs)
+    except SystemExit:
+        # Lightning answers Ctrl-C inside fit with a graceful shutdown and sys.exit(1): hand the caller the interrupt
+        # it is, so the command can say how to continue.
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
     if out is None:
         return None
     final = out / "checkpoints" / "last.ckpt"
