@@ -1,4 +1,9 @@
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -22,3 +27,14 @@ def s3_server(monkeypatch):
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+def kill_when_chunks_exist(script: str, out, chunks: int) -> int:
+    """Run ``script`` (a ``prepare`` call) in its own process group and SIGKILL the group -- litdata's writers
+    included -- once ``out`` holds ``chunks`` chunk files (or the process ended, or 120 s passed); its return code."""
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.time() + 120
+    while len(list(out.glob("chunk-*.bin"))) < chunks and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    return proc.wait()

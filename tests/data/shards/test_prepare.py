@@ -1,11 +1,6 @@
 """rspretrain prepare: what is written (original bytes, labels, manifest), bad input, and resuming after a kill."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import litdata
@@ -17,6 +12,7 @@ from rspretrain.core.errors import DataError
 from rspretrain.data.shards.manifest import read_manifest
 from rspretrain.data.shards.prepare import prepare
 from tests.conftest import write_jpegs
+from tests.data.shards.conftest import kill_when_chunks_exist
 
 
 def test_records_hold_the_original_bytes_labels_and_names(prepared, jpeg_folder):
@@ -99,12 +95,7 @@ def test_a_killed_preparation_resumes_and_writes_every_image_once(tmp_path):
     out = tmp_path / "out"
     script = (f"from rspretrain.data.shards.prepare import prepare\n"
               f"prepare('folder:{source}', '{out}', workers=2, chunk_bytes='4KB', progress=False)\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
-    deadline = time.time() + 120
-    while len(list(out.glob("chunk-*.bin"))) < 6 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # writers included
-    proc.wait()
+    kill_when_chunks_exist(script, out, 6)
     with pytest.raises(DataError, match="half-written"):
         read_manifest(out)
     written_before = len(list(out.glob("chunk-*.bin")))

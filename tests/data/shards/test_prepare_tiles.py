@@ -2,11 +2,7 @@
 ones (two real scenes cut from the Zion Landsat 8 scene, with NLCD), the GeoKR stretch is stored as uint8, a kill is
 resumed, and bad scenes are named."""
 
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -21,6 +17,7 @@ from rspretrain.data.shards.manifest import read_manifest
 from rspretrain.data.shards.open_prepared import open_prepared
 from rspretrain.data.shards.prepare import prepare
 from rspretrain.data.shards.shard_tiles import ShardTiles
+from tests.data.shards.conftest import kill_when_chunks_exist
 
 BANDS = ("b2", "b3", "b4", "b5")
 OPTIONS = {"scheme": "nlcd8", "tile": 64, "stride": 48}
@@ -116,13 +113,8 @@ def test_a_killed_preparation_resumes_without_tiling_the_scenes_again(zion_scene
     script = ("import logging; logging.basicConfig(level=logging.INFO)\n"
               "from rspretrain.data.shards.prepare import prepare\n"
               f"prepare({spec!r}, {str(out)!r}, workers=2, chunk_bytes='256KB', progress=False, **{options!r})\n")
-    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
-    deadline = time.time() + 120
-    while len(list(out.glob("chunk-*.bin"))) < 4 and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # writers included
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL and 0 < len(list(out.glob("chunk-*.bin")))
+    returncode = kill_when_chunks_exist(script, out, 4)
+    assert returncode == -signal.SIGKILL and 0 < len(list(out.glob("chunk-*.bin")))
     with pytest.raises(DataError, match="half-written"):
         read_manifest(out)
     with caplog.at_level("INFO", logger="rspretrain"):

@@ -42,6 +42,7 @@ from rspretrain.data.shards.manifest import ShardManifest
 from rspretrain.data.shards.writing import (
     chunk_counts,
     drop_duplicates,
+    first_reasons,
     identity_options,
     note_skipped,
     resume_point,
@@ -122,11 +123,8 @@ def prepare(
     unreadable = {int(key): reason for key, reason in write_records(out, fn, inputs, chunk_bytes, workers,
                                                                     progress).items()}
     if unreadable and not skip_corrupt:
-        first = sorted(unreadable.items())[:5]
-        raise DataError(f"{len(unreadable)} image(s) of {source} cannot be read: "
-                        + "; ".join(reason for _, reason in first)
-                        + ("; ..." if len(unreadable) > 5 else "")
-                        + ". Fix or remove them, or rerun with --skip-corrupt (it resumes) to leave them out")
+        raise DataError(f"{len(unreadable)} image(s) of {source} cannot be read: {first_reasons(unreadable)}. Fix or "
+                        "remove them, or rerun with --skip-corrupt (it resumes) to leave them out")
     skipped = set(unreadable)
     manifest.count, _ = chunk_counts(out)
     if manifest.count + len(skipped) > len(inputs):

@@ -45,6 +45,7 @@ from rspretrain.data.shards.manifest import ShardManifest
 from rspretrain.data.shards.writing import (
     chunk_counts,
     drop_duplicates,
+    first_reasons,
     identity_options,
     note_skipped,
     resume_point,
@@ -80,10 +81,11 @@ def prepare_tiles(
 
     out = Path(out).expanduser().absolute()
     scenes = list_raster_scenes(source, root=root, split=split, **source_options)
-    existing, workers = resume_point(out, source, identity_options(split, source_options), overwrite, workers)
+    options = identity_options(split, source_options)
+    existing, workers = resume_point(out, source, options, overwrite, workers)
     if existing is not None and existing.complete:
         return existing
-    manifest = ShardManifest(source=source, options=identity_options(split, source_options), kind="tiles",
+    manifest = ShardManifest(source=source, options=options, kind="tiles",
                              writer_processes=workers, encoding="raw arrays (C, tile, tile), lossless in dtype")
     out.mkdir(parents=True, exist_ok=True)
     manifest.write(out)
@@ -108,9 +110,7 @@ def prepare_tiles(
     unreadable = write_records(out, functools.partial(_tile_record, scene_dir=str(scene_dir)), inputs, chunk_bytes,
                                workers, progress)
     if unreadable:
-        first_errors = "; ".join(reason for _, reason in sorted(unreadable.items())[:5])
-        raise DataError(f"{len(unreadable)} tile(s) of {source} cannot be read: {first_errors}"
-                        + ("; ..." if len(unreadable) > 5 else ""))
+        raise DataError(f"{len(unreadable)} tile(s) of {source} cannot be read: {first_reasons(unreadable)}")
     manifest.count, _ = chunk_counts(out)
     if manifest.count > expected:  # a resumed writer wrote some tiles twice (see drop_duplicates)
         manifest.count = drop_duplicates(out, workers, chunk_bytes, key_fields=("scene", "tile"))

@@ -88,14 +88,18 @@ class ShardImages(StreamingDataset):
     def set_plan(self, plan: DecodePlan) -> None:
         self.plan = plan
 
+    def raw_record(self, index: Any) -> dict[str, Any]:
+        """litdata's record ``index`` as written, before any decoding."""
+        if self.plain_http_options is not None:  # again in each worker: a spawned one re-imports litdata
+            _boto3_for_plain_http(self.plain_http_options)
+        return StreamingDataset.__getitem__(self, index)
+
     def __getitem__(self, index: Any) -> dict[str, torch.Tensor]:
         if self.plan is None:
             raise RuntimeError(f"{self.location}: no decode plan set (ShardImages.set_plan)")
-        if self.plain_http_options is not None:  # again in each worker: a spawned one re-imports litdata
-            _boto3_for_plain_http(self.plain_http_options)
         position = int(getattr(index, "index", index))
         for attempt in range(len(self)):
-            record = super().__getitem__(index if attempt == 0 else (position + attempt) % len(self))
+            record = self.raw_record(index if attempt == 0 else (position + attempt) % len(self))
             sample = position if attempt == 0 else (position + attempt) % len(self)
             name = f"{self.location} sample {sample} ({bytes(record['name']).decode(errors='replace')})"
             rng = np.random.default_rng([self.crop_seed, int(self.current_epoch), sample])

@@ -17,7 +17,7 @@ import torch
 
 from rspretrain.core.errors import DataError
 from rspretrain.data.shards.decode_crops import DecodePlan
-from rspretrain.data.shards.shard_images import ShardImages, _boto3_for_plain_http
+from rspretrain.data.shards.shard_images import ShardImages
 
 
 class ShardTiles(ShardImages):
@@ -46,10 +46,8 @@ class ShardTiles(ShardImages):
         """Nothing to plan: tiles are stored at their size and cropped, if at all, on the device."""
 
     def __getitem__(self, index: Any) -> dict[str, torch.Tensor]:
-        if self.plain_http_options is not None:  # again in each worker (see ShardImages)
-            _boto3_for_plain_http(self.plain_http_options)
         position = int(getattr(index, "index", index))
-        record = super(ShardImages, self).__getitem__(index)  # litdata's record, without ShardImages' decoding
+        record = self.raw_record(index)
         image = np.asarray(record["image"])
         if image.ndim != 3 or image.shape[0] != self.manifest.in_chans:
             raise DataError(f"{self.location} sample {position} (scene {int(record['scene'])} tile "

@@ -76,6 +76,13 @@ def note_skipped(skipped_dir: str | Path, key: str, error: Exception) -> None:
         handle.write(f"{key}\t{' '.join(str(error).split())}\n")
 
 
+def first_reasons(reasons: dict, limit: int = 5) -> str:
+    """The first ``limit`` of ``reasons`` (key -> reason, in key order) joined for a one-line error, ``; ...`` after
+    them when there are more."""
+    listed = "; ".join(reason for _, reason in sorted(reasons.items())[:limit])
+    return listed + ("; ..." if len(reasons) > limit else "")
+
+
 def skipped_records(folder: Path) -> dict[str, str]:
     """Key -> reason of every record a writer could not write (:func:`note_skipped`)."""
     reasons = {}
