@@ -76,7 +76,7 @@ def measure(config: str, dataset: str, decode_size: int | None, image_size: int,
         del overrides["data.dataset"], overrides["data.image_size"]
     cfg = load_config(config, overrides)
     torch.manual_seed(cfg.seed)
-    model, dm = build(cfg)
+    model, dm, _ = build(cfg)
     model.train()
     optimizer, _ = build_optimizer(model.student, model.optim_cfg, 1000)
     loader = dm.train_dataloader()

@@ -66,7 +66,7 @@ def test_a_sigkilled_streamed_run_resumes_inside_the_epoch_with_the_same_losses(
 ])
 def test_every_recipe_trains_on_streamed_images(config, views, prepared, tmp_path):
     cfg = load_config(config, _overrides(config, prepared, tmp_path / "run", **views, **{"trainer.max_steps": 2}))
-    model, dm = build(cfg)
+    model, dm, _ = build(cfg)
     batch = next(iter(dm.train_dataloader()))
     crops = model.decode_crop_scales()[0]
     assert batch["image"].shape == ((8, len(crops), 3, 32, 32) if crops else (8, 3, 32, 32))
@@ -81,7 +81,7 @@ def test_gersp_pairs_streamed_rs_and_natural_shards(prepared, tmp_path):
     config = "gersp_resnet18_eurosat"
     cfg = load_config(config, _overrides(config, prepared, tmp_path / "run", **{
         "data.natural_dataset": f"shards:{prepared}", "trainer.max_steps": 2}))
-    model, dm = build(cfg)
+    model, dm, _ = build(cfg)
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (8, 2, 3, 32, 32) and batch["natural_image"].shape == (8, 1, 3, 32, 32)
     assert model.num_classes == 3 and batch["natural_label"].max() < 3
@@ -147,7 +147,7 @@ def test_geokr_streams_land_cover_tiles_prepared_once_into_the_cache(data_root, 
                  "model.image_size": 32, "trainer.max_steps": 2, "trainer.progress_bar": False,
                  "trainer.out_dir": str(tmp_path / "run")}
     cfg = load_config(config, overrides)
-    model, dm = build(cfg)
+    model, dm, _ = build(cfg)
     assert dm.streamed and dm.spec.startswith("shards:") and "rspretrain-cache" in dm.spec
     assert model.num_classes == 8 and len(dm.dataset) == 16  # the smoke region's 16 tiles
     batch = next(iter(dm.train_dataloader()))

@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.training.trainer import TrainerConfig, build_trainer, resume_checkpoint, trainer_device
@@ -44,3 +45,33 @@ def test_harness_trainer_has_atomic_checkpoints_and_logs_under_the_run_folder(tm
     assert {type(lg).__name__ for lg in trainer.loggers} == {"CSVLogger", "TensorBoardLogger"}
     probe = build_trainer(TrainerConfig(max_steps=1, accelerator="cpu"), None)
     assert probe.loggers == [] and probe.checkpoint_callback is None
+
+
+def test_sync_batchnorm_plugin_converts_timm_layers_and_keeps_parameter_names():
+    import timm
+    from timm.layers import BatchNormAct2d
+
+    from rspretrain.training.trainer import TimmSyncBatchNorm
+
+    model = timm.create_model("efficientnet_b0", pretrained=False, num_classes=0)  # BatchNormAct2d throughout
+    names = list(model.state_dict())
+    acts = [type(m.act) for m in model.modules() if isinstance(m, BatchNormAct2d)]
+    converted = TimmSyncBatchNorm().apply(model)
+    assert list(converted.state_dict()) == names  # checkpoints and exports unchanged
+    norms = [m for m in converted.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and all(isinstance(m, torch.nn.SyncBatchNorm) for m in norms)
+    # timm's converter keeps the fused activation (torch's would turn BatchNormAct2d into a plain SyncBatchNorm).
+    assert [type(m.act) for m in converted.modules() if hasattr(m, "act") and isinstance(m, torch.nn.SyncBatchNorm)] \
+        == acts
+
+
+def test_sync_batchnorm_on_cpu_ranks_is_a_stated_no_op(tmp_path, caplog):
+    import logging
+
+    from rspretrain.training.trainer import TimmSyncBatchNorm, _sync_batchnorm
+
+    with caplog.at_level(logging.WARNING, logger="rspretrain"):
+        assert _sync_batchnorm(TrainerConfig(sync_batchnorm=True, devices=2), "cpu", 2) == []
+    assert "stay per rank on CPU" in caplog.text
+    assert _sync_batchnorm(TrainerConfig(sync_batchnorm=True), "gpu", 1) == []  # one device: nothing to sync
+    assert isinstance(_sync_batchnorm(TrainerConfig(sync_batchnorm=True, devices=4), "gpu", 4)[0], TimmSyncBatchNorm)

@@ -85,3 +85,19 @@ def test_rgb_indices_from_band_names():
     assert rgb_indices(("b2", "b3", "b4", "b5"), 4) == (2, 1, 0)
     assert rgb_indices(("vv", "vh"), 2) is None
     assert rgb_indices(None, 3) == (0, 1, 2) and rgb_indices(None, 4) is None
+
+
+def test_grayscale_before_jitter_is_moco_v1s_order():
+    # GeRSP's released views: RandomGrayscale, then ColorJitter applied always.
+    cfg = ViewsConfig(grayscale_before_jitter=True, grayscale_p=0.5, jitter_p=1.0, hue=0.4, blur_p=0.0)
+    views = MoCoV2Views(24, [0.5] * 3, [0.25] * 3, config=cfg)
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    got = views.crop_and_jitter(x, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    crops, _, _ = views.resized_crop(x, 0, g)
+    gray = VF.color_transform(crops, 0, 0, 0, 0, 0.0, 0.5, (0, 1, 2), g)
+    expected = VF.color_transform(gray, 0.4, 0.4, 0.4, 0.4, 1.0, 0.0, (0, 1, 2), g)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    grayed = (gray[:, 0] == gray[:, 1]).flatten(1).all(dim=1)
+    assert 0 < int(grayed.sum()) < 8  # some views were grayed first, and jitter keeps them gray
+    assert (got[grayed, 0] - got[grayed, 1]).abs().max() < 1e-5

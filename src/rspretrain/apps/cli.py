@@ -89,6 +89,65 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from rspretrain.core.errors import ConfigError
+    from rspretrain.core.json_io import jsonable
+    from rspretrain.pretrain.config import load_config, resolve_config_path
+    from rspretrain.pretrain.plan import format_plan, plan_run
+
+    tail, own = _plan_options(list(args.args))
+    method, configs, resume, overrides = split_pretrain_args(tail)
+    if resume is not None:
+        raise ConfigError("plan does not train: --resume is a pretrain option")
+    if not configs and method is None:
+        raise ConfigError("plan needs a METHOD or --config")
+    if method is not None:
+        overrides += ["--method", method]
+    for flag, key in (("devices", "trainer.devices"), ("nodes", "trainer.num_nodes")):
+        if own[flag] is not None:
+            overrides += [f"--{key}", str(own[flag])]
+    cfg = load_config(configs, overrides)
+    name = resolve_config_path(configs[-1]).stem if configs else None
+    plan = plan_run(cfg, name, samples_per_epoch=own["dataset-size"], memory=not own["no-memory"])
+    print(format_plan(plan))
+    if own["json"]:
+        Path(own["json"]).write_text(json.dumps(jsonable(plan), indent=2) + "\n")
+        print(f"plan: {own['json']}")
+    return 0
+
+
+def _plan_options(tail: list[str]) -> tuple[list[str], dict]:
+    """``plan``'s own options out of its tail: ``--devices N --nodes M --dataset-size N --no-memory --json PATH``."""
+    from rspretrain.core.errors import ConfigError
+
+    own: dict = {"devices": None, "nodes": None, "dataset-size": None, "no-memory": False, "json": None}
+    rest, i = [], 0
+    while i < len(tail):
+        flag, _, value = tail[i].partition("=")
+        name = flag.removeprefix("--")
+        if flag.startswith("--") and name in own:
+            if name == "no-memory":
+                own[name], i = True, i + 1
+                continue
+            if not value:
+                if i + 1 >= len(tail):
+                    raise ConfigError(f"{flag} needs a value")
+                value, i = tail[i + 1], i + 1
+            if name == "json":
+                own[name] = value
+            else:
+                try:
+                    own[name] = int(value.replace("_", "").replace(",", ""))
+                except ValueError:
+                    raise ConfigError(f"{flag}: expected a positive integer, got {value!r}") from None
+                if own[name] < 1:
+                    raise ConfigError(f"{flag}: expected a positive integer, got {value!r}")
+        else:
+            rest.append(tail[i])
+        i += 1
+    return rest, own
+
+
 def run_evaluation(source: str, datasets: list[str], protocols: list[str], out: Path, root: str | None,
                    max_train_per_class: int | None, image_size: int | None, batch_size: int) -> list:
     from rspretrain.downstream.frozen import evaluate_scene_classification, format_table
@@ -326,6 +385,18 @@ def build_parser(benchmark_arguments: bool = True):
         "and a user's own datamodule (--datamodule.class_path pkg.MyDataModule).",
     )
 
+    p = sub.add_parser(
+        "plan", config=False,  # its tail goes to the run config's own parser, as pretrain's
+        help="print a run's resolved recipe (steps, lr, schedules, memory) without training",
+        usage="rspretrain plan [METHOD] [--config PATH|NAME ...] [--devices N] [--nodes M] [--dataset-size N] "
+        "[--no-memory] [--json PATH] [--section.key VALUE ...]",
+        description="Resolve a pretraining run as rspretrain pretrain would, without training: dataset size, global "
+        "batch, steps per epoch, total steps, warm-up, the lr after batch scaling, teacher momentum and temperature "
+        "schedules, SyncBN, precision, memory per rank (measured on one small step) and the bytes read per epoch, "
+        "then the differences from the method's published recipe. --devices / --nodes plan for another machine; "
+        "--dataset-size N plans for data that is not here (e.g. 1281167 for ImageNet) instead of counting it.",
+    )
+
     p = sub.add_parser("evaluate", help="kNN / linear probe (scenes) or fine-tuned segmentation / change / detection "
                        "of a checkpoint, exported backbone, random:ARCH or timm:ARCH")
     p.add_argument("source")
@@ -469,7 +540,8 @@ def build_parser(benchmark_arguments: bool = True):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv[: argv.index("pretrain")] if "pretrain" in argv else "--debug" in argv
+    command = _run_config_command(argv)
+    debug = "--debug" in argv[: argv.index(command)] if command else "--debug" in argv
     try:
         args = parse_command_line(argv)
     except RSPretrainError as err:
@@ -487,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         "pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "export": cmd_export, "info": cmd_info,
         "landcover-labels": cmd_landcover_labels, "prepare": cmd_prepare,
         "benchmark": cmd_benchmark,
-        "quickstart": cmd_quickstart, "finetune": cmd_finetune,
+        "quickstart": cmd_quickstart, "finetune": cmd_finetune, "plan": cmd_plan,
     }
     try:
         status = commands[args.command](args)
@@ -515,6 +587,13 @@ def _resume_hint(args: argparse.Namespace, argv: list[str]) -> str:
     return f"; the last checkpoint is kept, continue with: {command}"
 
 
+def _run_config_command(argv: list[str]) -> str | None:
+    """``pretrain`` or ``plan`` when that is the command (the first word that is not an option): their tails go to
+    the run config's parser."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    return command if command in ("pretrain", "plan") else None
+
+
 def parse_command_line(argv: list[str]):
     """The chosen command's options (``.command``, ``.debug``, and for ``pretrain`` the raw ``.args`` tail, which
     the run config's parser reads). A bad option is a one-line ConfigError naming it."""
@@ -522,8 +601,9 @@ def parse_command_line(argv: list[str]):
 
     parser = build_parser(benchmark_arguments="benchmark" in argv)
     tail: list[str] = []
-    if "pretrain" in argv:  # METHOD then --section.key overrides: read by the run config's own parser
-        at = argv.index("pretrain")
+    command = _run_config_command(argv)
+    if command is not None:  # METHOD then --section.key overrides: read by the run config's own parser
+        at = argv.index(command)
         argv, tail = argv[: at + 1], argv[at + 1 :]
         if "-h" in tail or "--help" in tail:
             parser.parse_args(argv + ["--help"])

@@ -1,16 +1,24 @@
 """Optimisers and learning-rate schedules shared by every method.
 
 Optimisers come from timm's ``create_optimizer_v2`` (SGD, AdamW, Adam, Adan, LARS, ...), with
-weight decay off for norms and biases when asked. Schedules are per-step multipliers of the
+weight decay off for norms and biases when asked. ``sgd`` is plain momentum SGD, as ``torch.optim.SGD`` and the
+official MoCo v2 / GeRSP code (timm's own ``sgd`` is Nesterov's; ``nesterov`` asks for that one).
+Schedules are per-step multipliers of the
 base lr, driven by ``torch.optim.lr_scheduler.LambdaLR`` so Lightning steps them and saves
 their state in checkpoints:
 
 - ``cosine``: linear warm-up (from ``warmup_start_ratio`` x lr, or from lr / warmup_steps when it is 0),
   then half-cosine to ``min_lr_ratio`` (MoCo v2, CMID);
-- ``cosine_restarts``: ``restart_cycles`` equal cosine cycles from 1 to ``min_lr_ratio``
-  (GeRSP: mmcv CosineRestart, 5 periods, lr 0.007 -> 0.001, i.e. min_lr_ratio = 1/7);
+- ``cosine_restarts``: ``restart_cycles`` equal cosine cycles from 1 to ``min_lr_ratio``, or cycles of
+  ``restart_period_steps`` (GeRSP: mmcv CosineRestart, 5 periods of 20 epochs, lr 0.007 -> 0.001, i.e.
+  min_lr_ratio = 1/7);
 - ``step``: multiply by ``step_gamma`` every ``step_every`` steps (GeoKR: StepLR 0.9 per epoch);
 - ``constant``.
+
+Recipes written in epochs (``warmup_epochs``, ``step_every_epochs``, ``restart_period_epochs``) and a learning rate
+given for a reference batch (``lr_reference_batch`` with ``lr_scaling`` ``linear`` / ``sqrt``) are resolved to steps
+and to the run's lr by :func:`rspretrain.training.recipe.resolve_recipe` once the data size and the global batch are
+known; :func:`build_optimizer` uses the step values.
 """
 
 from __future__ import annotations
@@ -23,7 +31,14 @@ import torch
 from timm.optim import create_optimizer_v2
 from torch import nn
 
+from rspretrain.core.errors import ConfigError
+
 SCHEDULES = ("cosine", "cosine_restarts", "step", "constant")
+#: How ``optim.lr`` follows the global batch from ``optim.lr_reference_batch``: ``linear`` (Goyal et al. 2017, the
+#: rule of MoCo v2's and CMID's released code), ``sqrt`` (Adan's and LAMB's advice for large batches), ``none``.
+LR_SCALINGS = ("none", "linear", "sqrt")
+#: timm's optimiser names for ours where they differ (timm's ``sgd`` has nesterov=True).
+_TIMM_NAMES = {"sgd": "momentum"}
 
 
 @dataclass
@@ -42,6 +57,44 @@ class OptimConfig:
     restart_cycles: int = 5
     step_gamma: float = 0.9
     step_every: int = 1000
+    #: Cosine-restart period in steps (0: ``restart_cycles`` equal cycles over the run).
+    restart_period_steps: int = 0
+    #: The same three periods in epochs (None: the step values are used); resolved to steps by the recipe.
+    warmup_epochs: float | None = None
+    step_every_epochs: float | None = None
+    restart_period_epochs: float | None = None
+    #: ``lr`` is the learning rate at this global batch; ``lr_scaling`` gives the run's lr at its own global batch.
+    lr_reference_batch: int | None = None
+    lr_scaling: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optim.schedule: {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ConfigError(f"optim.lr_scaling: {self.lr_scaling!r} is not one of {', '.join(LR_SCALINGS)}")
+        if self.lr_scaling != "none" and self.lr_reference_batch is None:
+            raise ConfigError(f"optim.lr_scaling: {self.lr_scaling} needs optim.lr_reference_batch, the global batch "
+                              f"optim.lr {self.lr:g} was set for")
+        if self.lr_reference_batch is not None and self.lr_reference_batch < 1:
+            raise ConfigError(f"optim.lr_reference_batch must be a positive integer, got {self.lr_reference_batch}")
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        for name in ("warmup_epochs", "step_every_epochs", "restart_period_epochs"):
+            value = getattr(self, name)
+            if value is not None and not value > 0 and not (name == "warmup_epochs" and value == 0):
+                raise ConfigError(f"optim.{name} must be positive, got {value}")
+        for name in ("warmup_steps", "step_every", "restart_period_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
+        if self.restart_cycles < 1:
+            raise ConfigError(f"optim.restart_cycles must be a positive integer, got {self.restart_cycles}")
+
+    def scaled_lr(self, global_batch: int) -> float:
+        """``lr`` at ``global_batch`` under ``lr_scaling`` from ``lr_reference_batch``."""
+        if self.lr_scaling == "none":
+            return self.lr
+        ratio = global_batch / self.lr_reference_batch
+        return self.lr * (ratio if self.lr_scaling == "linear" else math.sqrt(ratio))
 
 
 def lr_multiplier(cfg: OptimConfig, step: int, total_steps: int) -> float:
@@ -58,7 +111,7 @@ def lr_multiplier(cfg: OptimConfig, step: int, total_steps: int) -> float:
     after = step - cfg.warmup_steps
     span = max(1, total_steps - cfg.warmup_steps)
     if cfg.schedule == "cosine_restarts":
-        period = max(1, math.ceil(span / max(1, cfg.restart_cycles)))
+        period = cfg.restart_period_steps or max(1, math.ceil(span / max(1, cfg.restart_cycles)))
         progress = (after % period) / period
     else:  # cosine
         progress = min(after, span) / span
@@ -73,11 +126,17 @@ def build_optimizer(
     ``total_steps`` may be a callable, read at every step, so a time budget can fix the schedule
     length after training has started (see :mod:`rspretrain.core.time_budget`).
     """
+    unresolved = [f"optim.{k}" for k in ("warmup_epochs", "step_every_epochs", "restart_period_epochs")
+                  if getattr(cfg, k) is not None] + (["optim.lr_scaling"] if cfg.lr_scaling != "none" else [])
+    if unresolved:
+        raise ConfigError(f"{', '.join(unresolved)}: resolve the recipe to steps and the run's lr first "
+                          "(rspretrain.training.recipe.resolve_recipe; rspretrain pretrain does it)")
     total = total_steps if callable(total_steps) else (lambda: total_steps)
-    kwargs = {"momentum": cfg.momentum} if cfg.name.lower() in ("sgd", "momentum", "nesterov", "lars") else {}
+    name = cfg.name.lower()
+    kwargs = {"momentum": cfg.momentum} if name in ("sgd", "momentum", "nesterov", "lars") else {}
     optimizer = create_optimizer_v2(
         module,
-        opt=cfg.name,
+        opt=_TIMM_NAMES.get(name, name),
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         filter_bias_and_bn=cfg.no_decay_on_norm_and_bias,

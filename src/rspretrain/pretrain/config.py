@@ -40,6 +40,7 @@ from rspretrain.core.optim import OptimConfig
 from rspretrain.data.shards.decode_crops import DEFAULT_MAX_IMAGE_PIXELS
 from rspretrain.pretrain.methods import get_method
 from rspretrain.training.backbone_module import DATA_DERIVED
+from rspretrain.training.recipe import EPOCH_KEYS
 from rspretrain.training.trainer import HARNESS_TRAINER_ARGS, TrainerConfig
 from rspretrain.views.moco_v2 import ViewsConfig
 
@@ -194,11 +195,23 @@ def load_config(
             raise ConfigError(f"{resolved}: a config must be a mapping of sections")
         argv += ["--config", str(resolved)]
     parser = config_parser()
-    raw = parse_arguments(parser, argv + override_arguments(overrides))
+    raw = parse_arguments(parser, argv + _latest_twin_wins(override_arguments(overrides)))
     raw.pop("config", None)
     raw.pop("__path__", None)
     raw["trainer"] = _split_trainer_section(raw.get("trainer") or {}, parser)
     return build_run_config(raw, ", ".join(str(p) for p in paths) or "defaults")
+
+
+#: A length given in steps and the same length in epochs (or as a fraction of the run); in a config the epochs
+#: win, so an override of the step key also clears its twin (``--trainer.max_steps 100`` on a config in epochs).
+STEP_TWINS = {**{steps: epochs for epochs, steps in EPOCH_KEYS.items()},
+              "model.teacher_temp_warmup_fraction": "model.teacher_temp_warmup_epochs"}
+
+
+def _latest_twin_wins(tokens: list[str]) -> list[str]:
+    """``tokens`` plus ``--<epoch twin>=null`` for every step key they set whose epoch twin they do not set."""
+    given = {t.removeprefix("--").split("=", 1)[0] for t in tokens if t.startswith("--")}
+    return tokens + [f"--{STEP_TWINS[key]}=null" for key in STEP_TWINS if key in given and STEP_TWINS[key] not in given]
 
 
 def _split_trainer_section(values: dict[str, Any], parser) -> dict[str, Any]:

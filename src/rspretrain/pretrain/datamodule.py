@@ -288,6 +288,17 @@ class PretrainDataModule(L.LightningDataModule):
             )
         self.mean, self.std = band_statistics(self.dataset, self.stats_max_images, self.seed)
 
+    def samples_per_epoch(self) -> int:
+        """Items in one epoch (GeRSP's pairing: ``epoch_length`` or the larger source); the recipe's epochs are
+        counted in these (:func:`rspretrain.training.recipe.resolve_recipe`). Streamed sets count from their
+        manifests, which hold every rank's samples."""
+        if not self.streamed:
+            return len(self.dataset)
+        main = self.dataset.manifest.count
+        if self.natural is None:
+            return main
+        return self.epoch_length or max(main, self.natural.manifest.count)
+
     @property
     def in_chans(self) -> int:
         if self.streamed:

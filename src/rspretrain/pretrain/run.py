@@ -26,6 +26,7 @@ from rspretrain.core.rng_state import StepSeededRNG
 from rspretrain.pretrain.config import RunConfig, full_config
 from rspretrain.pretrain.datamodule import PretrainDataModule
 from rspretrain.pretrain.methods import METHODS, PretrainMethod, get_method
+from rspretrain.training.recipe import Recipe, resolve_recipe
 from rspretrain.training.trainer import build_trainer, fit, resume_checkpoint
 
 log = logging.getLogger("rspretrain")
@@ -35,12 +36,15 @@ def run_dir(cfg: RunConfig) -> Path:
     return Path(cfg.trainer.out_dir or f"runs/{cfg.method}")
 
 
-def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule]:
-    """The method and its datamodule, with the data-derived model arguments linked from the data.
+def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule, Recipe]:
+    """The method and its datamodule, with the data-derived model arguments linked from the data, and the recipe
+    resolved for the data's size and the run's devices.
 
     The link (LightningCLI's ``link_arguments`` applied on instantiation) is the datamodule's ``model_kwargs()``:
     bands, per-band mean / std, value scale and, for labelled sources, the classes, read once the data is set up.
-    A user's own datamodule (``datamodule: {class_path, init_args}``) provides the same method.
+    A user's own datamodule (``datamodule: {class_path, init_args}``) provides the same method, and
+    ``samples_per_epoch()`` when its recipe is in epochs. The method is built with the resolved ``optim`` section
+    (:func:`~rspretrain.training.recipe.resolve_recipe`: epochs to steps, lr to the global batch).
     """
     if cfg.datamodule is not None:
         dm = instantiate_class_spec(cfg.datamodule, "datamodule", L.LightningDataModule)
@@ -67,10 +71,41 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule]:
                         "or on shards prepared from such a source")
     if "num_classes" in data_kwargs and "num_classes" not in accepted:
         raise ConfigError(f"data.natural_dataset is used by methods with a supervised branch (gersp), not {cfg.method!r}")
-    model = method_cls(**cfg.model, **data_kwargs, optim=asdict(cfg.optim), views=asdict(cfg.views))
+    recipe = resolve_run_recipe(cfg, dm)
+    model = method_cls(**cfg.model, **data_kwargs, optim=asdict(recipe.optim), views=asdict(cfg.views))
+    model.steps_per_epoch = recipe.steps_per_epoch
     if callable(getattr(dm, "set_decode_crops", None)):  # streamed data is cropped at decode time, by the recipe
         dm.set_decode_crops(model.input_size(), *model.decode_crop_scales())
-    return model, dm
+    return model, dm, recipe
+
+
+def resolve_run_recipe(cfg: RunConfig, dm: L.LightningDataModule | None = None,
+                       samples_per_epoch: int | None = None) -> Recipe:
+    """``cfg``'s recipe for the epoch size of ``dm`` (or ``samples_per_epoch``) and its devices; also checks that the
+    method's negative queue takes whole global batches (MoCo's ``K % batch == 0``).
+
+    Raises:
+        ConfigError: see :func:`~rspretrain.training.recipe.resolve_recipe`; a queue that is not a multiple of the
+            global batch.
+    """
+    if samples_per_epoch is None and dm is not None and callable(getattr(dm, "samples_per_epoch", None)):
+        samples_per_epoch = int(dm.samples_per_epoch())
+    recipe = resolve_recipe(cfg.optim, cfg.trainer, cfg.data.batch_size, samples_per_epoch)
+    queue = cfg.model.get("queue_size", _default(get_method(cfg.method), "queue_size"))
+    keys = cfg.data.batch_size * recipe.world_size  # one step's keys from every rank
+    # A queue smaller than one step's keys keeps the newest (tiny smoke runs); a larger one must take whole batches,
+    # or the FIFO would split a batch across its end (the official MoCo asserts the same).
+    if isinstance(queue, int) and queue > keys and queue % keys:
+        raise ConfigError(f"model.queue_size {queue} is not a multiple of the global batch {keys} "
+                          f"({cfg.data.batch_size} x {recipe.world_size} rank(s)); MoCo's queue takes whole batches")
+    return recipe
+
+
+def _default(method_cls: type, name: str) -> object:
+    import inspect
+
+    param = inspect.signature(method_cls.__init__).parameters.get(name)
+    return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
 def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequence[L.Callback] = ()) -> Path:
@@ -84,9 +119,11 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
     out = run_dir(cfg)
     ckpt_path = resume_checkpoint(out, resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model, dm = build(cfg)
+    model, dm, recipe = build(cfg)
+    log.info("%s", recipe.summary())
     out.mkdir(parents=True, exist_ok=True)
     record = provenance.collect(cfg.to_dict(), cfg.seed)
+    record["recipe"] = recipe_record(recipe)
     earlier = out / "provenance.json"
     if ckpt_path is not None and earlier.is_file():
         # A resumed run keeps what each earlier segment ran with (code version, host, start time).
@@ -99,9 +136,20 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
     apply_speed_options(model, cfg.trainer.channels_last, cfg.trainer.compile)
     # StepIndexedBatchSampler shards the global batch itself: Lightning's distributed sampler only for a user's
     # own datamodule.
-    trainer = build_trainer(cfg.trainer, out, callbacks=[StepSeededRNG(cfg.seed), *callbacks], resume_from=ckpt_path,
+    trainer = build_trainer(recipe.trainer, out, callbacks=[StepSeededRNG(cfg.seed), *callbacks], resume_from=ckpt_path,
                             use_distributed_sampler=cfg.datamodule is not None)
     return fit(trainer, model, out, ckpt_path, datamodule=dm)
+
+
+def recipe_record(recipe: Recipe) -> dict:
+    """The resolved recipe as saved in ``provenance.json``: global batch, epoch size, steps, lr, and every value the
+    resolution changed (given -> resolved)."""
+    return {
+        "global_batch": recipe.global_batch, "world_size": recipe.world_size, "samples_per_epoch": recipe.samples_per_epoch,
+        "steps_per_epoch": recipe.steps_per_epoch, "max_steps": recipe.trainer.max_steps, "epochs": recipe.epochs,
+        "lr": recipe.optim.lr, "warmup_steps": recipe.optim.warmup_steps,
+        "resolved": {k: {"given": v[0], "resolved": v[1]} for k, v in recipe.resolved.items()},
+    }
 
 
 def apply_speed_options(model: PretrainMethod, channels_last: bool = False, compile_backend: str = "") -> None:

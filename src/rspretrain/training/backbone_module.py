@@ -6,7 +6,7 @@ a dense task (:class:`~rspretrain.downstream.dense.dense_task.DenseTask`) share,
 
 - the input description: bands, per-band mean / std in the [0, 1] range, the raw value scale
   (:meth:`set_inputs`, which refuses statistics whose length differs from the band count);
-- the optimiser section (:meth:`optim_config`, checked against :data:`~rspretrain.core.optim.SCHEDULES`) and the
+- the optimiser section (:meth:`optim_config`, checked by :class:`~rspretrain.core.optim.OptimConfig`) and the
   per-step schedule over the run's length (:meth:`configure_optimizers`);
 - the training-step epilogue (:meth:`log_training_step`): the non-finite-loss stop on every rank, then the loss, its
   terms and the learning rate logged;
@@ -24,7 +24,7 @@ from torch import nn
 
 from rspretrain.core.errors import ConfigError
 from rspretrain.core.non_finite_loss import stop_if_not_finite
-from rspretrain.core.optim import SCHEDULES, OptimConfig, build_optimizer
+from rspretrain.core.optim import OptimConfig, build_optimizer
 
 __all__ = ["DATA_DERIVED", "BackboneModule"]
 
@@ -63,14 +63,11 @@ class BackboneModule(L.LightningModule):
 
     @staticmethod
     def optim_config(values: dict[str, Any] | None, defaults: dict[str, Any] | None = None) -> OptimConfig:
-        """The ``optim:`` section over ``defaults``; an unknown key, a wrong type or an unknown schedule is a
-        :class:`ConfigError` naming it."""
+        """The ``optim:`` section over ``defaults``; an unknown key, a wrong type or a value out of range (an unknown
+        schedule, see :class:`OptimConfig`) is a :class:`ConfigError` naming it."""
         from rspretrain.core.config import build_dataclass
 
-        cfg = build_dataclass(OptimConfig, {**(defaults or {}), **(values or {})}, "optim")
-        if cfg.schedule not in SCHEDULES:
-            raise ConfigError(f"optim.schedule: {cfg.schedule!r} is not one of {', '.join(SCHEDULES)}")
-        return cfg
+        return build_dataclass(OptimConfig, {**(defaults or {}), **(values or {})}, "optim")
 
     # -- Lightning ---------------------------------------------------------------------------------
     def optimised_module(self) -> nn.Module:

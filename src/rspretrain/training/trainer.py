@@ -28,13 +28,15 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
 from lightning.pytorch.utilities import rank_zero_only
 
 from rspretrain.core.checkpoint_io import AtomicCheckpointIO
 from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.core.time_budget import CLOCKS, TimeBudget
 
-__all__ = ["HARNESS_TRAINER_ARGS", "TrainerConfig", "build_trainer", "fit", "resume_checkpoint", "trainer_device"]
+__all__ = ["HARNESS_TRAINER_ARGS", "TimmSyncBatchNorm", "TrainerConfig", "build_trainer", "fit", "resume_checkpoint",
+           "trainer_device"]
 
 log = logging.getLogger("rspretrain")
 
@@ -64,7 +66,9 @@ class TrainerConfig:
     """Lightning Trainer settings and the run directory (the ``trainer:`` section of every training config).
 
     Attributes:
-        max_steps: optimiser steps (a run whose length is in epochs sets this from them).
+        max_steps: optimiser steps.
+        max_epochs: the run's length in epochs of its data (None: ``max_steps``); resolved to ``max_steps`` from the
+            data size and the global batch (:func:`rspretrain.training.recipe.resolve_recipe`), replacing it.
         max_time_minutes: hard wall-clock stop.
         budget_minutes: train for this budget with a schedule fitted to the steps that fit
             (:class:`~rspretrain.core.time_budget.TimeBudget`).
@@ -73,6 +77,9 @@ class TrainerConfig:
         ckpt_every_n_steps: atomic ``checkpoints/last.ckpt`` every so many steps (and at the end).
         log_every_n_steps: logging cadence.
         accelerator, devices, num_nodes, strategy, precision: as ``lightning.Trainer``.
+        sync_batchnorm: BatchNorm statistics over the global batch (``torch.nn.SyncBatchNorm`` through timm's
+            converter, which also converts timm's BatchNorm + activation layers) when training on several GPUs;
+            CUDA only (torch's SyncBatchNorm), so on CPU ranks it is a stated no-op.
         channels_last: backbone weights and inputs in NHWC.
         compile: a ``torch.compile`` backend for the backbones (``""``: off).
         progress_bar: show the progress bar.
@@ -82,6 +89,7 @@ class TrainerConfig:
     """
 
     max_steps: int = 1000
+    max_epochs: float | None = None
     max_time_minutes: float | None = None
     budget_minutes: float | None = None
     budget_clock: str = "wall"
@@ -93,6 +101,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
+    sync_batchnorm: bool = False
     channels_last: bool = False
     compile: str = ""
     progress_bar: bool = True
@@ -113,6 +122,8 @@ class TrainerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"trainer.{name} must be a positive integer, got {value!r}")
+        if self.max_epochs is not None and not self.max_epochs > 0:
+            raise ConfigError(f"trainer.max_epochs must be positive, got {self.max_epochs!r}")
 
 
 def trainer_device(device: str) -> tuple[str, int | list[int]]:
@@ -161,6 +172,9 @@ def build_trainer(
     """
     from rspretrain.core.config import instantiate_class_spec
 
+    if cfg.max_epochs is not None:
+        raise ConfigError("trainer.max_epochs: resolve the recipe to steps first (rspretrain.training.recipe."
+                          "resolve_recipe; rspretrain pretrain does it)")
     extra = dict(cfg.lightning)
     callbacks = [*callbacks, *(instantiate_class_spec(spec, "trainer.callbacks", L.Callback)
                                for spec in _as_list(extra.pop("callbacks", None)))]
@@ -183,6 +197,8 @@ def build_trainer(
                                          every_n_train_steps=cfg.ckpt_every_n_steps, save_top_k=1,
                                          enable_version_counter=False))
         plugins = [AtomicCheckpointIO()]
+    if cfg.sync_batchnorm:
+        plugins += _sync_batchnorm(cfg, accelerator or cfg.accelerator, devices if devices is not None else cfg.devices)
     loggers += user_loggers
     return L.Trainer(
         max_steps=cfg.max_steps,
@@ -206,6 +222,31 @@ def build_trainer(
         default_root_dir=out,
         **extra,
     )
+
+
+class TimmSyncBatchNorm(TorchSyncBatchNorm):
+    """Lightning's SyncBatchNorm plugin with timm's converter, which keeps timm's fused BatchNorm + activation layers
+    (``BatchNormAct2d``: EfficientNet, RegNet, ...) whole; torch's converter would turn them into plain BatchNorm and
+    drop their activation. Parameter and buffer names do not change, so checkpoints and exports are unaffected."""
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        from timm.layers import convert_sync_batchnorm
+
+        return convert_sync_batchnorm(model)
+
+
+def _sync_batchnorm(cfg: TrainerConfig, accelerator: str, devices: Any) -> list:
+    """The SyncBatchNorm plugin when the run spans GPUs; nothing on one device (nothing to sync); on CPU ranks a stated
+    no-op (torch's SyncBatchNorm syncs CUDA tensors only and would raise at the first step of a gloo run)."""
+    ranks = (devices if isinstance(devices, int) else len(devices) if isinstance(devices, list) else 1) * cfg.num_nodes
+    on_gpu = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if ranks <= 1:
+        return []
+    if not on_gpu:
+        log.warning("trainer.sync_batchnorm: BatchNorm statistics stay per rank on CPU (torch's SyncBatchNorm needs "
+                    "CUDA tensors)")
+        return []
+    return [TimmSyncBatchNorm()]
 
 
 def _as_list(value: Any) -> list:

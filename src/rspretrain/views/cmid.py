@@ -36,10 +36,11 @@ from typing import NamedTuple
 
 import torch
 
+from rspretrain.core.errors import ConfigError
 from rspretrain.views import functional as VF
 from rspretrain.views.band_views import BandViews
 from rspretrain.views.block_mask import BlockMaskGenerator
-from rspretrain.views.crop_geometry import cell_centres
+from rspretrain.views.crop_geometry import cell_centres, released_code_boxes
 
 
 @dataclass
@@ -101,6 +102,8 @@ class CMIDViews(BandViews):
         config: the recipe's parameters.
         mask_patch_size: block side in pixels (the method resolves ``config.mask_patch_size``).
         feature_grid: cells per side of the backbone's last map (``image_size / output_stride``).
+        cell_matching: ``geometric`` (cell centres where the crops lie in the source) or ``official`` (as the released
+            code grids them, :func:`~rspretrain.views.crop_geometry.released_code_boxes`).
     """
 
     config_class = CMIDViewsConfig
@@ -115,15 +118,22 @@ class CMIDViews(BandViews):
         config: CMIDViewsConfig | None = None,
         mask_patch_size: int = 32,
         feature_grid: int = 7,
+        cell_matching: str = "geometric",
     ) -> None:
         super().__init__(image_size, mean, std, value_scale, rgb, config)
         self.masker = BlockMaskGenerator(image_size, mask_patch_size, self.cfg.mask_ratio)
         self.feature_grid = feature_grid
+        self.cell_matching = cell_matching
 
     def _crop(self, x: torch.Tensor, view: int, generator=None, boxes=None) -> tuple[torch.Tensor, torch.Tensor]:
         crops, boxes, flip = self.resized_crop(x, view, generator, boxes)
         if boxes is None:
             raise ValueError("CMID's views need the boxes of crops taken at decode time (batch['crop_boxes'])")
+        if self.cell_matching == "official":
+            if x.ndim != 4:
+                raise ConfigError("model.cell_matching official grids crops of an image resized to the view size, as "
+                                  "the released code does: set views.resize_before_crop true")
+            boxes = released_code_boxes(boxes, x.shape[-2], x.shape[-1])
         return crops, cell_centres(boxes, flip, self.feature_grid)
 
     def strong(self, v: torch.Tensor, generator=None) -> torch.Tensor:

@@ -7,6 +7,10 @@ mirrors the view, so the view's column ``c`` then shows the crop's column ``N - 
 centres of those cells in source pixels let two views of one image be matched position by
 position (:func:`rspretrain.nn.position_matching.position_match`).
 
+:func:`released_code_boxes` gives the boxes the released CMID code grids instead: it passes albumentations' crop
+offsets, which are fractions of the free space (``y0 / (H - h)``), where pixels are expected, so every crop is gridded
+as if it began at the top-left corner (METHODS.md, CMID §(c); ``model.cell_matching: official``).
+
 References:
     - [0] CMID, Muhtar et al. 2023, https://arxiv.org/abs/2304.09670
     - [1] DenseCL, Wang et al. 2021, https://arxiv.org/abs/2011.09157
@@ -40,3 +44,18 @@ def cell_centres(boxes: torch.Tensor, flip: torch.Tensor | None, grid: int) -> t
         [xs.unsqueeze(1).expand(-1, grid, grid), ys.unsqueeze(2).expand(-1, grid, grid)], dim=-1
     )  # (B, rows, cols, 2)
     return centres.reshape(boxes.shape[0], grid * grid, 2)
+
+
+def released_code_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``boxes`` as CMID's released code grids them: ``(x0 / (W - w), y0 / (H - h), w, h)``.
+
+    The released ``RandomResizedCropWithLocation`` records albumentations' ``h_start = i / (H - h + 1e-10)`` and
+    ``w_start`` and ``_location_to_NxN_grid`` adds them to the cell centres as pixels; the same ``1e-10`` keeps a
+    crop as wide as the source at offset 0.
+
+    Args:
+        boxes: ``(B, 4)`` crops ``(x0, y0, w, h)`` in pixels of a ``height x width`` source (the released code resizes
+            every image to the training size first, so that is the source there).
+    """
+    x0, y0, w, h = boxes.to(torch.float32).unbind(dim=1)
+    return torch.stack([x0 / (width - w + 1e-10), y0 / (height - h + 1e-10), w, h], dim=1)

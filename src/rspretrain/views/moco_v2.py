@@ -1,7 +1,7 @@
 """Two-view augmentation of MoCo v2 [0], batched on tensors.
 
 Per view: RandomResizedCrop(scale 0.2-1) -> ColorJitter(0.4, 0.4, 0.4, 0.1) with p = 0.8 ->
-RandomGrayscale(0.2) -> GaussianBlur(sigma 0.1-2, p = 0.5) -> horizontal flip (p = 0.5) ->
+RandomGrayscale(0.2) (or before the jitter, MoCo v1's order: ``grayscale_before_jitter``) -> GaussianBlur(sigma 0.1-2, p = 0.5) -> horizontal flip (p = 0.5) ->
 per-band standardisation. The flip is folded into the crop's resampling (it commutes with the
 photometric ops). Works for any band count: colour ops touch the ``rgb`` bands only (see
 :func:`rspretrain.views.functional.color_transform`).
@@ -32,6 +32,8 @@ class ViewsConfig:
     saturation: float = 0.4
     hue: float = 0.1
     grayscale_p: float = 0.2
+    #: RandomGrayscale before ColorJitter, the MoCo v1 order GeRSP's released code uses (False: MoCo v2's, after).
+    grayscale_before_jitter: bool = False
     blur_p: float = 0.5
     blur_sigma_min: float = 0.1
     blur_sigma_max: float = 2.0
@@ -61,9 +63,14 @@ class MoCoV2Views(BandViews):
         return VF.normalize(v, self.mean, self.std)
 
     def crop_and_jitter(self, x: torch.Tensor, generator: torch.Generator | None = None, view: int = 0) -> torch.Tensor:
-        """Random resized crop with a horizontal flip, then colour jitter and grayscale (on the RGB bands)."""
+        """Random resized crop with a horizontal flip, then colour jitter and grayscale (on the RGB bands), or
+        grayscale then jitter (``grayscale_before_jitter``)."""
         c = self.cfg
         v, _, _ = self.resized_crop(x, view, generator)
+        if c.grayscale_before_jitter:
+            v = VF.color_transform(v, 0, 0, 0, 0, 0.0, c.grayscale_p, self.rgb, generator)
+            return VF.color_transform(v, c.brightness, c.contrast, c.saturation, c.hue, c.jitter_p, 0.0, self.rgb,
+                                      generator)
         return VF.color_transform(
             v, c.brightness, c.contrast, c.saturation, c.hue, c.jitter_p, c.grayscale_p, self.rgb, generator
         )

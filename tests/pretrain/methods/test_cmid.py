@@ -233,3 +233,45 @@ def test_resume_restores_centre_queue_teacher_and_temperature_schedule(tmp_path,
     # warm-up (a schedule restarted at resume would log 0.04 again)
     assert rows[0] == pytest.approx(0.04)
     assert rows[2] == pytest.approx(0.07)
+
+
+def test_cell_matching_official_grids_views_as_the_released_code():
+    from rspretrain.views.crop_geometry import cell_centres, released_code_boxes
+
+    model = _model(cell_matching="official")
+    torch.manual_seed(3)
+    images = _batch()["image"]
+    state = torch.get_rng_state()
+    views = model.views(images)
+    torch.set_rng_state(state)  # the same draws through the geometric path
+    model.views.cell_matching = "geometric"
+    geometric = model.views(images)
+    assert torch.equal(views.view_a, geometric.view_a)  # pixels are the same, only the grid differs
+    # Recover each view's box from the geometric centres (first and last cell), then grid it as released.
+    for official, true in ((views.centres_a, geometric.centres_a), (views.centres_b, geometric.centres_b)):
+        g = model.views.feature_grid
+        span = (true[:, -1] - true[:, 0]).abs() * g / (g - 1)  # (w, h)
+        x0y0 = torch.minimum(true[:, 0], true[:, -1]) - span / (2 * g)
+        boxes = torch.cat([x0y0, span], dim=1)
+        flip = true[:, 0, 0] > true[:, -1, 0]
+        expected = cell_centres(released_code_boxes(boxes, 72, 72), flip, g)
+        torch.testing.assert_close(official, expected, rtol=0, atol=1e-3)
+
+
+def test_cell_matching_and_epoch_ramp_bad_values():
+    with pytest.raises(ConfigError, match="model.cell_matching: 'random'"):
+        _model(cell_matching="random")
+    model = _model(teacher_temp_warmup_epochs=5)
+    model.schedule_total_steps = 100
+    with pytest.raises(ConfigError, match="teacher_temp_warmup_epochs: the epoch length is unknown"):
+        model.current_teacher_temperature()
+
+
+def test_teacher_temperature_ramp_in_epochs():
+    model = _model(teacher_temp_warmup_epochs=5, warmup_teacher_temp=0.04, teacher_temp=0.07)
+    model.schedule_total_steps, model.steps_per_epoch = 200, 10  # the ramp is 50 steps, a quarter of the run
+    assert model.current_teacher_temperature() == pytest.approx(0.04)  # step 0 (no trainer)
+    assert model.teacher_temperature.warmup_fraction == pytest.approx(0.25)
+    ramp = model.teacher_temperature
+    assert ramp(25, 200) == pytest.approx(0.055) and ramp(50, 200) == pytest.approx(0.07)
+    assert ramp(150, 200) == pytest.approx(0.07)

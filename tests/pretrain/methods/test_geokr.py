@@ -276,7 +276,7 @@ def test_shipped_configs_parse():
     paper = load_config("geokr_resnet50_paper")
     assert paper.method == "geokr" and paper.data.batch_size == 8 and paper.model["backbone"] == "resnet50"
     assert paper.model["teacher_intervals"] == [500, 10500, 20500, 30500] and paper.model["teacher_alpha"] == 0.95
-    assert paper.optim.name == "adam" and paper.optim.step_every == 0 and paper.optim.step_gamma == 0.9
+    assert paper.optim.name == "adam" and paper.optim.step_every_epochs == 1 and paper.optim.step_gamma == 0.9
     assert paper.data.dataset_options["scheme"] == "globeland30_8" and paper.data.dataset_options["stride"] == 200
     zion = load_config("geokr_resnet18_zion")
     assert zion.data.dataset.startswith("landcover:") and zion.data.dataset_options["scheme"] == "nlcd8"

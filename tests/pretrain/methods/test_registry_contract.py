@@ -81,7 +81,7 @@ def test_runs_checkpoints_resumes_exports_and_evaluates(name, tmp_path, data_roo
     (spec,) = encoder_specs(str(export), with_random_init=False)
     assert spec.band_names == method.band_names
 
-    _, dm = build(load_config(cls.default_config, overrides))
+    _, dm, _ = build(load_config(cls.default_config, overrides))
     dataset = dm.dataset
     n = min(len(dataset), 24)
     subset = _Head(dataset, n)

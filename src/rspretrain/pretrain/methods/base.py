@@ -74,6 +74,9 @@ class PretrainMethod(BackboneModule):
             {"backbone": Backbone(backbone, in_chans=in_chans, image_size=image_size, timm_kwargs=backbone_kwargs)}
         )
         self.views = self.build_views(image_size, value_scale, rgb_indices(self.band_names, in_chans))
+        #: Optimiser steps per epoch of the run's data, set by the run from its recipe (None: unknown); schedules a
+        #: method states in epochs read it (CMID's teacher-temperature ramp, GeoKR's StepLR period).
+        self.steps_per_epoch: int | None = None
 
     def build_views(self, image_size: int, value_scale: float, rgb: Sequence[int] | None) -> nn.Module:
         """The view maker (MoCo v2's recipe here); called once the backbone exists, so a recipe may

@@ -76,6 +76,10 @@ from rspretrain.views.cmid import CMIDViewPair, CMIDViews, CMIDViewsConfig
 _TOKEN_POOLED = ("vit_", "deit")
 
 
+#: ``model.cell_matching``: the paper's geometric pairing (default) or the released code's.
+CELL_MATCHINGS = ("geometric", "official")
+
+
 @register_method
 class CMID(PretrainMethod):
     """CMID as a LightningModule (any timm ResNet, Swin or ViT backbone).
@@ -92,6 +96,11 @@ class CMID(PretrainMethod):
         student_temp: tau_s of the local loss.
         warmup_teacher_temp, teacher_temp, teacher_temp_warmup_fraction: tau_t rises linearly
             from the first to the second over that fraction of the run's steps.
+        teacher_temp_warmup_epochs: the same ramp in epochs of the data (the official 50; None: the fraction);
+            needs the epoch length the run's recipe resolves (``steps_per_epoch``).
+        cell_matching: how the local loss pairs cells: ``geometric`` (by where the crops lie in the source, the
+            paper's intent) or ``official`` (as the released code, which grids every crop as if it began at the
+            source's top-left corner, METHODS.md CMID §(c); it reproduces the published numbers' pairing).
         center_momentum: momentum of the DINO centre.
         base_momentum, final_momentum: the teacher's cosine EMA schedule.
         focal_alpha, focal_gamma: focal-L1 modulation.
@@ -127,6 +136,8 @@ class CMID(PretrainMethod):
         warmup_teacher_temp: float = 0.04,
         teacher_temp: float = 0.07,
         teacher_temp_warmup_fraction: float = 0.25,
+        teacher_temp_warmup_epochs: float | None = None,
+        cell_matching: str = "geometric",
         center_momentum: float = 0.9,
         base_momentum: float = 0.996,
         final_momentum: float = 1.0,
@@ -140,8 +151,14 @@ class CMID(PretrainMethod):
         arch = kwargs.get("backbone", "resnet18")
         if arch.startswith(_TOKEN_POOLED):
             kwargs["backbone_kwargs"] = {"global_pool": "avg", "fc_norm": False, **(kwargs.get("backbone_kwargs") or {})}
+        if cell_matching not in CELL_MATCHINGS:
+            raise ConfigError(f"model.cell_matching: {cell_matching!r} is not one of {', '.join(CELL_MATCHINGS)}")
+        if teacher_temp_warmup_epochs is not None and teacher_temp_warmup_epochs < 0:
+            raise ConfigError(f"model.teacher_temp_warmup_epochs must be >= 0, got {teacher_temp_warmup_epochs}")
         super().__init__(**kwargs)
         self.save_hyperparameters()
+        self.views.cell_matching = cell_matching
+        self.teacher_temp_warmup_epochs = teacher_temp_warmup_epochs
         weights = {"mim_weight": mim_weight, "global_weight": global_weight, "local_weight": local_weight}
         for key, value in weights.items():
             if value < 0:
@@ -201,7 +218,13 @@ class CMID(PretrainMethod):
         return self.views(batch["image"], boxes=batch.get("crop_boxes"))
 
     def current_teacher_temperature(self) -> float:
-        return self.teacher_temperature(self.global_step, self.schedule_total_steps)
+        total = max(1, int(self.schedule_total_steps))
+        if self.teacher_temp_warmup_epochs is not None:
+            if not self.steps_per_epoch:
+                raise ConfigError("model.teacher_temp_warmup_epochs: the epoch length is unknown (a run whose recipe "
+                                  "was not resolved); give model.teacher_temp_warmup_fraction instead")
+            self.teacher_temperature.warmup_fraction = self.teacher_temp_warmup_epochs * self.steps_per_epoch / total
+        return self.teacher_temperature(self.global_step, total)
 
     def loss_from_views(self, views: CMIDViewPair, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         v = views

@@ -253,6 +253,8 @@ class GeoKR(PretrainMethod):
         return super().configure_optimizers()
 
     def _steps_per_epoch(self) -> int:
+        if self.steps_per_epoch:  # the run's recipe (rspretrain pretrain resolves it, and step_every with it)
+            return self.steps_per_epoch
         trainer = self._trainer
         if trainer is None:
             return 1
