@@ -118,7 +118,8 @@ def _train_child(payload: str) -> None:
     try:
         cfg = load_config(job["config"], job["overrides"])
         clock = _TrainingClock(Path(job["run_dir"]) / "clock.json")
-        pretrain(cfg, resume=job["resume"], callbacks=[clock])
+        # The benchmark owns its run folders (checked above): one killed before its first checkpoint starts over.
+        pretrain(cfg, resume=job["resume"], callbacks=[clock], overwrite=not job["resume"])
     except RSPretrainError as err:
         _exit_with_error(err, Path(job["run_dir"]))
 

@@ -70,8 +70,9 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     from rspretrain.pretrain.config import full_config, load_config
 
     method, configs, resume, overrides = split_pretrain_args(args.args)
-    print_config = "--print_config" in overrides
-    overrides = [o for o in overrides if o != "--print_config"]
+    flags = ("--print_config", "--overwrite", "--allow-config-change")
+    print_config, overwrite, allow_change = (flag in overrides for flag in flags)
+    overrides = [o for o in overrides if o not in flags]
     if not configs and method is None and not print_config:
         raise ConfigError("pretrain needs a METHOD or --config")
     if method is not None:
@@ -84,7 +85,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         return 0
     from rspretrain.pretrain.run import pretrain
 
-    final = pretrain(cfg, resume=resume)
+    final = pretrain(cfg, resume=resume, overwrite=overwrite, allow_config_change=allow_change)
     print(f"checkpoint: {final}")
     return 0
 
@@ -374,13 +375,15 @@ def build_parser(benchmark_arguments: bool = True):
         "pretrain", config=False,  # its tail goes to the run config's own parser (pretrain.config.config_parser)
         help="pretrain a backbone",
         usage="rspretrain pretrain [METHOD] [--config PATH|NAME ...] [--print_config] [--resume [CKPT]] "
-        "[--skip-corrupt] [--section.key VALUE ...]",
+        "[--overwrite] [--allow-config-change] [--skip-corrupt] [--section.key VALUE ...]",
         description="Pretrain a backbone. METHOD is a registered method or path.to.YourMethod. --config is a YAML "
         "path or a shipped config name; several compose, later ones win. --print_config prints the whole resolved "
         "run (method defaults included) as YAML that --config reads back. --resume continues from "
-        "<out_dir>/checkpoints/last.ckpt (or the given checkpoint); --skip-corrupt skips and counts unreadable "
-        "images; any --section.key VALUE overrides the config, including any lightning.Trainer argument "
-        "(--trainer.gradient_clip_val 1.0), callbacks and loggers by class_path "
+        "<out_dir>/checkpoints/last.ckpt (or the given checkpoint) and refuses a changed data, model, views, "
+        "optimiser or global batch unless --allow-config-change; a folder that holds a run needs --resume or "
+        "--overwrite (which removes the old run's files), and one run at a time writes to a folder (a lock); "
+        "--skip-corrupt skips and counts unreadable images; any --section.key VALUE overrides the config, "
+        "including any lightning.Trainer argument (--trainer.gradient_clip_val 1.0), callbacks and loggers by class_path "
         "(--trainer.callbacks+=LearningRateMonitor) "
         "and a user's own datamodule (--datamodule.class_path pkg.MyDataModule).",
     )

@@ -7,6 +7,7 @@ TensorBoard logs and checkpoints (every ``trainer.ckpt_every_n_steps`` steps, wr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from rspretrain.pretrain.config import RunConfig, full_config
 from rspretrain.pretrain.datamodule import PretrainDataModule
 from rspretrain.pretrain.methods import METHODS, PretrainMethod, get_method
 from rspretrain.training.recipe import Recipe, resolve_recipe
+from rspretrain.training.run_folder import RunFolderLock, config_changes, is_first_process, prepare_run_folder
 from rspretrain.training.trainer import build_trainer, fit, resume_checkpoint
 
 log = logging.getLogger("rspretrain")
@@ -108,16 +110,42 @@ def _default(method_cls: type, name: str) -> object:
     return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
-def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequence[L.Callback] = ()) -> Path:
+def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequence[L.Callback] = (),
+             overwrite: bool = False, allow_config_change: bool = False) -> Path:
     """Train; returns the path of the final checkpoint (``<out_dir>/checkpoints/last.ckpt``).
 
     ``resume`` continues exactly: weights, optimiser, schedule, queue and teacher come from the
     checkpoint; the data order and the augmentation draws are functions of the step
     (:class:`StepIndexedBatchSampler`, :class:`StepSeededRNG`).
     ``callbacks`` are added to the trainer's (e.g. monitors in tests and benchmarks).
+
+    The run folder is locked for the run's lifetime, and a folder that holds a run is continued (``resume``) or
+    replaced (``overwrite``), never silently mixed; a resumed run that changes the data, model, views, optimiser or
+    global batch of its checkpoint is refused unless ``allow_config_change`` (:mod:`rspretrain.training.run_folder`).
     """
     out = run_dir(cfg)
-    ckpt_path = resume_checkpoint(out, resume)
+    first = is_first_process()
+    with RunFolderLock(out) if first else contextlib.nullcontext():
+        if first:
+            prepare_run_folder(out, bool(resume), overwrite)
+        ckpt_path = resume_checkpoint(out, resume)
+        if ckpt_path is not None and not allow_config_change:
+            _refuse_config_changes(ckpt_path, cfg)
+        return _train(cfg, out, ckpt_path, callbacks)
+
+
+def _refuse_config_changes(ckpt_path: Path, cfg: RunConfig) -> None:
+    stamp = load_checkpoint(ckpt_path).get("rspretrain") or {}
+    before = (stamp.get("provenance") or {}).get("config")
+    if not isinstance(before, dict):
+        return  # a checkpoint written before configs were stamped: nothing to compare with
+    changes = config_changes(before, cfg.to_dict())
+    if changes:
+        raise ConfigError(f"--resume from {ckpt_path} with another config ({'; '.join(changes)}); resume with the "
+                          "checkpoint's config, or pass --allow-config-change to continue with this one")
+
+
+def _train(cfg: RunConfig, out: Path, ckpt_path: Path | None, callbacks: Sequence[L.Callback]) -> Path:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, dm, recipe = build(cfg)
     log.info("%s", recipe.summary())
@@ -129,9 +157,10 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
         # A resumed run keeps what each earlier segment ran with (code version, host, start time).
         previous = json.loads(earlier.read_text())
         record["earlier_segments"] = [*previous.pop("earlier_segments", []), previous]
-    # The whole resolved run, readable back with --config (the same YAML --print_config shows).
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(full_config(cfg), sort_keys=False))
-    write_json(out / "provenance.json", record)
+    if is_first_process():  # the folder's owner writes its files (other ranks may start before it has checked it)
+        # The whole resolved run, readable back with --config (the same YAML --print_config shows).
+        atomic_write_text(out / "config.yaml", yaml.safe_dump(full_config(cfg), sort_keys=False))
+        write_json(out / "provenance.json", record)
     model.provenance = record  # saved inside every checkpoint (see BackboneModule.on_save_checkpoint)
     apply_speed_options(model, cfg.trainer.channels_last, cfg.trainer.compile)
     # StepIndexedBatchSampler shards the global batch itself: Lightning's distributed sampler only for a user's
@@ -145,8 +174,8 @@ def recipe_record(recipe: Recipe) -> dict:
     """The resolved recipe as saved in ``provenance.json``: global batch, epoch size, steps, lr, and every value the
     resolution changed (given -> resolved)."""
     return {
-        "global_batch": recipe.global_batch, "world_size": recipe.world_size, "samples_per_epoch": recipe.samples_per_epoch,
-        "steps_per_epoch": recipe.steps_per_epoch, "max_steps": recipe.trainer.max_steps, "epochs": recipe.epochs,
+        "global_batch": recipe.global_batch, "world_size": recipe.world_size,
+        "samples_per_epoch": recipe.samples_per_epoch, "steps_per_epoch": recipe.steps_per_epoch, "max_steps": recipe.trainer.max_steps, "epochs": recipe.epochs,
         "lr": recipe.optim.lr, "warmup_steps": recipe.optim.warmup_steps,
         "resolved": {k: {"given": v[0], "resolved": v[1]} for k, v in recipe.resolved.items()},
     }
