@@ -152,3 +152,26 @@ def test_encoder_spec_validation(kwargs):
     base = {"name": "m", "encoder": MeanPool(), "mean": (0.5,) * 3, "std": (0.2,) * 3, "image_size": 4}
     with pytest.raises(ConfigError):
         EncoderSpec(**{**base, **kwargs})
+
+
+def test_non_finite_weights_are_refused_naming_the_model_and_the_parameter():
+    linear = nn.Linear(3, 2)
+    with torch.no_grad():
+        linear.weight[0, 1] = float("nan")
+    spec = EncoderSpec("diverged", nn.Sequential(MeanPool(), linear), (0.5,) * 3, (0.2,) * 3, 4)
+    with pytest.raises(DataError, match=r"encoder 'diverged': its weights are not finite \(1.weight: 1 of 6 values"):
+        extract_features(spec, _constant_rgb([(1, 2, 3)]), progress=False)
+
+
+class _InfForBright(nn.Module):
+    def forward(self, x):
+        pooled = x.mean(dim=(2, 3))
+        return torch.where(pooled > 0, torch.full_like(pooled, float("inf")), pooled)
+
+
+def test_non_finite_features_are_refused_naming_the_model_and_the_samples():
+    spec = EncoderSpec("overflow", _InfForBright(), (0.5,) * 3, (0.2,) * 3, 4)
+    dataset = _constant_rgb([(1, 2, 3), (250, 250, 250), (1, 1, 1), (255, 255, 255)])
+    with pytest.raises(DataError, match=r"encoder 'overflow' gives non-finite features for 2 of 4 images in the batch "
+                                        r"from sample 0 \(first: sample 1\)"):
+        extract_features(spec, dataset, progress=False)

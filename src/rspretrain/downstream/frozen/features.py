@@ -94,6 +94,16 @@ def _check_bands(spec: EncoderSpec, dataset_bands: Sequence[str] | None, num_cha
     check_bands(spec.band_names, dataset_bands, f"encoder '{spec.name}'", len(spec.mean), num_channels)
 
 
+def _check_finite_weights(spec: EncoderSpec) -> None:
+    """A DataError naming the model and its first parameter or buffer that holds NaN or inf (a diverged run's
+    checkpoint, a damaged export), before any compute."""
+    for name, tensor in [*spec.encoder.named_parameters(), *spec.encoder.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise DataError(f"encoder '{spec.name}': its weights are not finite ({name}: {bad} of {tensor.numel()} "
+                            "values are NaN or inf)")
+
+
 def _module_device(module: nn.Module) -> torch.device | None:
     """Device of the module's first parameter or buffer, or None for a stateless module."""
     for tensor in module.parameters():
@@ -130,7 +140,7 @@ def extract_features(
 
     Raises:
         BandMismatchError: The dataset's band names or band count differ from what the encoder expects.
-        DataError: The dataset is empty.
+        DataError: The dataset is empty; the encoder's weights or features hold NaN or inf (named).
         ConfigError: ``batch_size`` < 1, or the encoder does not return (B, D) features.
     """
     if batch_size < 1:
@@ -141,6 +151,7 @@ def extract_features(
     n = len(dataset)
     if n == 0:
         raise DataError("cannot extract features from an empty dataset")
+    _check_finite_weights(spec)
 
     device = torch.device(device)
     encoder = spec.encoder
@@ -166,6 +177,13 @@ def extract_features(
                     raise ConfigError(
                         f"encoder '{spec.name}' must return pooled features (B, D), got shape {tuple(out.shape)}"
                     )
+                finite = torch.isfinite(out).all(dim=1)
+                if not bool(finite.all()):
+                    # A kNN over NaN features scores a constant class (a plausible-looking 50 %), and the linear probe
+                    # crashes later: stop here, naming the model and the images.
+                    first = start + int((~finite).nonzero()[0, 0])
+                    raise DataError(f"encoder '{spec.name}' gives non-finite features for {int((~finite).sum())} of "
+                                    f"{len(finite)} images in the batch from sample {start} (first: sample {first})")
                 features.append(out.float().cpu())
                 labels.append(torch.as_tensor(batch["label"]).long().cpu())
                 bar.update(images.shape[0])
