@@ -78,3 +78,40 @@ def test_a_hub_backbone_name_in_a_config_is_refused_before_timm():
 
     with pytest.raises(ConfigError, match="hub and URL names are refused"):
         Backbone("hf-hub:timm/resnet18.a1_in1k")
+
+
+def test_an_export_over_an_earlier_one_is_one_unit(method, tmp_path, caplog):
+    import logging
+    import shutil
+
+    path = export_backbone(method, tmp_path / "bb.safetensors", source="first")
+    other = export_backbone(method, tmp_path / "other" / "bb.safetensors", source="second")
+    # A kill between the two renames: the new weights and header, the old JSON beside them.
+    shutil.copy(other, path)
+    assert json.loads(path.with_suffix(".json").read_text())["source"] == "first"
+    with caplog.at_level(logging.WARNING, logger="rspretrain"):
+        assert read_metadata(path)["source"] == "second"
+    assert json.loads(path.with_suffix(".json").read_text())["source"] == "second"  # rewritten from the header
+    assert "did not match the metadata" in caplog.text
+    # An export that fails while writing leaves the earlier one whole and no temp files.
+    before = path.read_bytes(), path.with_suffix(".json").read_text()
+    with pytest.raises(Exception):
+        from rspretrain.pretrain.export import _save_with_metadata
+
+        _save_with_metadata({"w": object()}, {"arch": "resnet18"}, path, "broken")
+    assert (path.read_bytes(), path.with_suffix(".json").read_text()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bb.json", "bb.safetensors", "other"]
+
+
+def test_an_interrupt_during_the_renames_waits_until_both_are_done():
+    import os
+    import signal
+
+    from rspretrain.pretrain.export import _signals_held
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with _signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            done.append("both renames")  # still runs: the signal is held back
+    assert done == ["both renames"]

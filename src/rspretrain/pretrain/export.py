@@ -6,11 +6,20 @@ metadata a user needs to feed it correctly: architecture, timm kwargs, in_chans,
 and order, per-band mean/std, value scale and input size. :func:`load_backbone` returns a
 plain timm model with that metadata attached as ``model.rs_meta`` and refuses input bands
 that do not match (:func:`check_bands`).
+
+The two files are one unit: both are written in full to temp files, then renamed into place one after the other
+with SIGINT / SIGTERM held back for the two renames (a Ctrl-C during an export over an earlier one used to leave
+the new weights beside the old JSON). The header is the export's truth; a JSON beside it that differs (a kill
+between the two renames) is rewritten from the header when the export is read, with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import signal
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,8 +32,10 @@ from safetensors.torch import load_file, save_file
 
 from rspretrain.core.bands import check_bands
 from rspretrain.core.errors import ConfigError, DataError
-from rspretrain.core.json_io import write_json
+from rspretrain.core.json_io import dumps, write_json
 from rspretrain.nn.backbones import local_arch
+
+log = logging.getLogger("rspretrain")
 
 META_KEY = "rspretrain"
 
@@ -52,10 +63,47 @@ def _save_with_metadata(state: dict[str, torch.Tensor], meta: dict[str, Any], pa
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
-    tmp.replace(path)
-    write_json(path.with_suffix(".json"), meta)
+    sidecar = path.with_suffix(".json")
+    tmp_sidecar = sidecar.with_name(f".{sidecar.name}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        tmp_sidecar.write_text(dumps(meta))
+        with _signals_held():
+            tmp.replace(path)
+            tmp_sidecar.replace(sidecar)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_sidecar.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM wait until the block ends (then they are delivered), in the main thread."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _repair_sidecar(path: Path, meta: dict[str, Any]) -> None:
+    """Rewrite ``path.json`` from the header when it differs (an export killed between its two renames)."""
+    sidecar = path.with_suffix(".json")
+    try:
+        if not sidecar.is_file() or json.loads(sidecar.read_text()) == json.loads(dumps(meta)):
+            return
+    except (OSError, json.JSONDecodeError):
+        pass
+    try:
+        write_json(sidecar, meta)
+        log.warning("%s did not match the metadata in %s (an interrupted export); rewritten from it", sidecar, path)
+    except OSError as err:
+        log.warning("%s does not match the metadata in %s, which is the export's truth (%s)", sidecar, path, err)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -83,6 +131,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         local_arch(meta["arch"], str(path))
     except ConfigError as err:
         raise DataError(str(err)) from None
+    _repair_sidecar(path, meta)
     return meta
 
 
