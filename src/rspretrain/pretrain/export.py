@@ -8,7 +8,7 @@ plain timm model with that metadata attached as ``model.rs_meta`` and refuses in
 that do not match (:func:`check_bands`).
 
 The two files are one unit: both are written in full to temp files, then renamed into place one after the other
-with SIGINT / SIGTERM held back for the two renames (a Ctrl-C during an export over an earlier one used to leave
+with SIGINT / SIGTERM held back until both are done (a Ctrl-C during an export over an earlier one used to leave
 the new weights beside the old JSON). The header is the export's truth; a JSON beside it that differs (a kill
 between the two renames) is rewritten from the header when the export is read, with a warning.
 """
@@ -79,16 +79,27 @@ def _save_with_metadata(state: dict[str, torch.Tensor], meta: dict[str, Any], pa
 
 @contextlib.contextmanager
 def _signals_held():
-    """SIGINT and SIGTERM wait until the block ends (then they are delivered), in the main thread."""
-    held = {signal.SIGINT, signal.SIGTERM}
+    """SIGINT and SIGTERM that arrive inside the block are delivered when it ends (main thread only).
+
+    The Python handlers are swapped for ones that only record the signal, then the recorded signals are raised
+    again to the original handlers. Blocking them with ``pthread_sigmask`` would not do: it masks the calling thread
+    only, and the kernel hands a process signal to another thread (torch's) that leaves it unblocked.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    received: list[int] = []
+    previous = {}
+    for number in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(number) is not None:  # None: a handler set outside Python, left as it is
+            previous[number] = signal.signal(number, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number in dict.fromkeys(received):
+            signal.raise_signal(number)
 
 
 def _repair_sidecar(path: Path, meta: dict[str, Any]) -> None:
