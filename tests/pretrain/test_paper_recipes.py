@@ -7,11 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from rspretrain.core.config import flatten
 from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.core.optim import build_optimizer
 from rspretrain.pretrain.config import full_config, load_config
 from rspretrain.pretrain.paper_recipes import PAPER_RECIPES, recipe_differences
-from rspretrain.pretrain.plan import flatten
 from rspretrain.pretrain.run import resolve_run_recipe
 from rspretrain.training.recipe import resolve_recipe
 

@@ -108,6 +108,23 @@ def constructor_parameters(method_cls: type) -> dict[str, Any]:
     return params
 
 
+#: Mappings inside a config section that are one value, not a further section.
+KEPT_WHOLE = ("dataset_options", "storage_options", "lightning", "backbone_kwargs")
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}``: a nested config as dotted keys (the mappings of
+    :data:`KEPT_WHOLE` stay one value)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in KEPT_WHOLE:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
 # -- command-line / config-file parsing (jsonargparse) --------------------------------------------
 def parse_arguments(parser: Any, argv: list[str]) -> dict[str, Any]:
     """Parse ``argv`` with a ``jsonargparse.ArgumentParser`` built with ``exit_on_error=False``; returns the plain

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from rspretrain.core.config import flatten
 from rspretrain.pretrain.config import RunConfig, full_config
 from rspretrain.pretrain.methods import get_method
 from rspretrain.pretrain.paper_recipes import paper_recipe, recipe_differences
@@ -26,22 +27,6 @@ log = logging.getLogger("rspretrain")
 
 #: Optimiser-state tensors per parameter are counted from a real optimiser step (:func:`estimate_memory`).
 GB = 1024**3
-
-
-#: Mappings that are values, not sections.
-_KEPT_WHOLE = ("dataset_options", "storage_options", "lightning", "backbone_kwargs")
-
-
-def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 1}}`` -> ``{"optim.lr": 1}`` (the ``model`` and ``views`` mappings are flattened too)."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and key not in _KEPT_WHOLE:
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 def plan_run(cfg: RunConfig, config_name: str | None = None, samples_per_epoch: int | None = None,

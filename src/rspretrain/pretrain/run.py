@@ -24,7 +24,7 @@ from rspretrain.core.config import constructor_parameters, instantiate_class_spe
 from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.core.json_io import write_json
 from rspretrain.core.rng_state import StepSeededRNG
-from rspretrain.pretrain.config import RunConfig, full_config
+from rspretrain.pretrain.config import RunConfig, _defaults, full_config
 from rspretrain.pretrain.datamodule import PretrainDataModule
 from rspretrain.pretrain.methods import METHODS, PretrainMethod, get_method
 from rspretrain.training.recipe import Recipe, resolve_recipe
@@ -93,7 +93,8 @@ def resolve_run_recipe(cfg: RunConfig, dm: L.LightningDataModule | None = None,
     if samples_per_epoch is None and dm is not None and callable(getattr(dm, "samples_per_epoch", None)):
         samples_per_epoch = int(dm.samples_per_epoch())
     recipe = resolve_recipe(cfg.optim, cfg.trainer, cfg.data.batch_size, samples_per_epoch)
-    queue = cfg.model.get("queue_size", _default(get_method(cfg.method), "queue_size"))
+    default = _defaults(get_method(cfg.method)).get("queue_size")
+    queue = cfg.model.get("queue_size", None if default is None else default.default)
     keys = cfg.data.batch_size * recipe.world_size  # one step's keys from every rank
     # A queue smaller than one step's keys keeps the newest (tiny smoke runs); a larger one must take whole batches,
     # or the FIFO would split a batch across its end (the official MoCo asserts the same).
@@ -101,13 +102,6 @@ def resolve_run_recipe(cfg: RunConfig, dm: L.LightningDataModule | None = None,
         raise ConfigError(f"model.queue_size {queue} is not a multiple of the global batch {keys} "
                           f"({cfg.data.batch_size} x {recipe.world_size} rank(s)); MoCo's queue takes whole batches")
     return recipe
-
-
-def _default(method_cls: type, name: str) -> object:
-    import inspect
-
-    param = inspect.signature(method_cls.__init__).parameters.get(name)
-    return None if param is None or param.default is inspect.Parameter.empty else param.default
 
 
 def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequence[L.Callback] = (),

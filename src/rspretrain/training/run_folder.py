@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from rspretrain.core.config import flatten
 from rspretrain.core.errors import ConfigError, DataError
 
 log = logging.getLogger("rspretrain")
@@ -119,20 +120,10 @@ def remove_stale_temp_files(out: Path) -> list[Path]:
     return removed
 
 
-def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and key in ("data", "optim", "views", "trainer", "model"):
-            out.update(_flat(value, f"{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def config_changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """``key: before -> now`` for every setting that changes what is trained: method, seed, data, model, views,
     optimiser and the global batch (devices, nodes); operational settings (workers, caches) may change."""
-    a, b = _flat(before), _flat(now)
+    a, b = flatten(before), flatten(now)
     keys = [k for k in sorted(set(a) | set(b))
             if (k.split(".")[0] in ("method", "seed", "data", "model", "optim", "views") or k in BATCH_KEYS)
             and k not in OPERATIONAL_KEYS]
