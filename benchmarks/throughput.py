@@ -1,39 +1,49 @@
-"""Throughput of each method's training step: is the data pipeline the bottleneck?
+"""Throughput of each method's training step, per speed setting: fp32, channels_last, bf16 autocast, both, and
+``torch.compile`` on top of both.
 
-For every method config given (default: MoCo v2, GeRSP, CMID, supervised, all ResNet-18) at 64
-px (EuroSAT, batch 64), and for MoCo v2 also at 224 px (UC Merced decoded at 256 px, batch 32;
-``--sizes 64`` skips it), this times, in one process and one run:
+For every method config given (default: every registered method; ResNet-18, 64 px, batch 64 on EuroSAT, GeoKR on
+its Zion tiles at batch 32) and every setting (default ``fp32``, ``channels_last``, ``bf16``,
+``channels_last+bf16`` -- the fast default ``trainer.precision / channels_last: auto`` resolves to on a CPU with bf16
+instructions), this times, in one process and one run:
 
-- ``full``: the whole step as training runs it: fetch a batch from the real DataLoader
-  (in-memory decoded images), make the two augmented views (batched tensor ops), forward
-  student and EMA teacher, InfoNCE with the queue, backward, optimiser step;
-- ``premade``: the same step on views already made and held in memory (no loading, no
-  augmentation);
-- ``backbone``: the bare backbone forward + backward on one view batch (the compute ceiling
-  of the student alone).
+- ``full``: the whole step as training runs it: fetch a batch from the real DataLoader (in-memory decoded images),
+  make the augmented views (in fp32, as ``PretrainMethod.step_loss`` does under autocast), forward student and
+  teacher under the setting's autocast, the loss, backward, the method's own optimiser step;
+- ``premade``: the same step on views already made and held in memory (no loading, no augmentation);
+- ``backbone``: the bare backbone forward + backward on one view batch under the setting (the compute ceiling);
 
-and prints images/s of each, ``ratio = full / premade``, ``of_ceiling = full / backbone``
-and the process's peak RSS. The optimiser is the method's own (SGD, Adan, ...). Work a method
-does in Lightning hooks outside ``loss_from_views`` (e.g. an EMA update after the optimiser
-step) is not in these timings. Targets (issue #2): ratio >= 0.9, full >= 115 images/s at 64 px
-for MoCo v2 on 2 cores.
+and prints images/s of each, ``speedup`` = full / full in fp32 of the same method, ``ratio = full / premade`` (is the
+data pipeline the bottleneck?) and the process's peak RSS. With ``--compile BACKEND`` (default ``inductor``; ``""``
+skips it) each method is also timed with the backbones compiled on top of ``channels_last+bf16``: its compile time
+(the first steps' extra wall time over steady steps, cold: dynamo reset and an empty inductor cache folder per
+method) is reported separately, with the steps after which compiling
+pays (``break_even_steps``; none when the compiled step is not faster). Work a method does in Lightning hooks outside
+``step_loss`` (e.g. an EMA update after the optimiser step) is not in these timings.
+
+The settings of one method are timed one after another in one process, on the same batches; machine-load drift
+between them is not controlled (run on an idle machine).
 
 Usage:
-    python benchmarks/throughput.py [--json] [--steps 20] [--methods moco,gersp] [--sizes 64,224]
+    python benchmarks/throughput.py [--json PATH] [--steps 12] [--methods moco,gersp] [--settings fp32,bf16]
+        [--compile inductor]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import resource
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
+from rspretrain.core.json_io import write_json
 from rspretrain.core.optim import build_optimizer
 from rspretrain.pretrain.config import load_config
 from rspretrain.pretrain.run import build
+from rspretrain.training.fast_step import apply_fast_step
 
 
 def _time(fn, steps: int, warmup: int) -> float:
@@ -61,26 +71,26 @@ def _time_alternating(fn_a, fn_b, steps: int, warmup: int) -> tuple[float, float
     return total_a, total_b
 
 
-def measure(config: str, dataset: str, decode_size: int | None, image_size: int, batch: int, steps: int,
-            warmup: int, data_root: str | None) -> dict[str, float]:
-    overrides = {
-        "data.dataset": dataset,
-        "data.split": "train",
-        "data.image_size": decode_size,
-        "data.batch_size": batch,
-        "model.image_size": image_size,
-    }
-    if data_root:
-        overrides["data.root"] = data_root
-    if "cifar10" in config:  # a labeled natural source: keep it, only the sizes change
-        del overrides["data.dataset"], overrides["data.image_size"]
+#: setting -> (channels_last, bf16 autocast)
+SETTINGS = {"fp32": (False, False), "channels_last": (True, False), "bf16": (False, True),
+            "channels_last+bf16": (True, True)}
+
+
+def measure(config: str, overrides: dict, setting: str, steps: int, warmup: int,
+            compile_backend: str = "") -> dict[str, float]:
+    channels_last, bf16 = SETTINGS[setting]
     cfg = load_config(config, overrides)
     torch.manual_seed(cfg.seed)
     model, dm, _ = build(cfg)
     model.train()
-    optimizer, _ = build_optimizer(model.student, model.optim_cfg, 1000)
+    apply_fast_step(model, channels_last, compile_backend)
+    optimizer, _ = build_optimizer(model.optimised_module(), model.optim_cfg, 1000)
     loader = dm.train_dataloader()
     batches = iter(loader)
+    batch_size = cfg.data.batch_size
+
+    def autocast():
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
     def next_batch():
         nonlocal batches
@@ -97,64 +107,136 @@ def measure(config: str, dataset: str, decode_size: int | None, image_size: int,
 
     def full_step():
         batch = next_batch()
-        loss, _ = model.loss_from_views(model.make_views(batch), batch)
+        with autocast():
+            loss, _ = model.step_loss(batch)
         optimise(loss)
 
     premade_batch = next_batch()
     premade_views = model.make_views(premade_batch)
 
     def premade_step():
-        loss, _ = model.loss_from_views(premade_views, premade_batch)
+        with autocast():
+            loss, _ = model.loss_from_views(premade_views, premade_batch)
         optimise(loss)
 
     def backbone_step():
-        optimise(model.backbone(premade_views[0]).float().pow(2).mean())
+        with autocast():
+            out = model.backbone(_first_image(premade_views))
+        optimise(out.float().pow(2).mean())
 
+    out: dict[str, float] = {}
+    if compile_backend:  # the first steps compile (forward and backward); their extra time is the compile time
+        # Cold, as a new run pays it: without the reset, dynamo reuses the graph an earlier method compiled for the
+        # same backbone class and shapes, and inductor's on-disk cache would skip codegen (compile 0 s).
+        torch._dynamo.reset()
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="rspretrain_inductor_")
+        t0 = time.perf_counter()
+        full_step()
+        full_step()
+        first_two = time.perf_counter() - t0
+        warmup = max(1, warmup - 2)
     t_full, t_pre = _time_alternating(full_step, premade_step, steps, warmup)
+    if compile_backend:
+        out["compile_s"] = max(0.0, first_two - 2 * t_full / steps)
     t_bb = _time(backbone_step, max(2, steps // 2), 1)
-    n = batch * steps
-    return {
+    n = batch_size * steps
+    out.update({
+        "batch": batch_size,
         "full": n / t_full,
         "premade": n / t_pre,
-        "backbone": batch * max(2, steps // 2) / t_bb,
-        "ratio": (n / t_full) / (n / t_pre),
-        "of_ceiling": (n / t_full) / (batch * max(2, steps // 2) / t_bb),
-    }
+        "backbone": batch_size * max(2, steps // 2) / t_bb,
+        "ratio": t_pre / t_full,
+    })
+    return out
+
+
+def _first_image(views) -> torch.Tensor:
+    """The first image batch ``(B, C, H, W)`` among a method's views (a tensor, or a list / tuple / dict of them)."""
+    if torch.is_tensor(views) and views.dim() == 4:
+        return views
+    items = views.values() if isinstance(views, dict) else views if isinstance(views, (list, tuple)) else ()
+    for item in items:
+        found = _first_image(item)
+        if found is not None:
+            return found
+    return None
 
 
 CONFIGS = {"moco": "moco_resnet18_eurosat", "gersp": "gersp_resnet18_eurosat", "cmid": "cmid_resnet18_eurosat",
-           "supervised": "supervised_resnet18_cifar10"}
+           "byol": "byol_resnet18_eurosat", "supervised": "supervised_resnet18_cifar10",
+           "geokr": "geokr_resnet18_zion"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--steps", type=int, default=20, help="timed steps of each kind at 64 px (224 px: half)")
+    parser.add_argument("--json", default=None, help="write the results JSON here (and a .png beside it)")
+    parser.add_argument("--steps", type=int, default=12, help="timed steps of each kind")
     parser.add_argument("--methods", default=",".join(CONFIGS), help="comma list of " + ", ".join(CONFIGS))
-    parser.add_argument("--sizes", default="64,224", help="64 (every method) and/or 224 (MoCo v2)")
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="comma list of " + ", ".join(SETTINGS))
+    parser.add_argument("--compile", default="inductor", help="torch.compile backend on top of channels_last+bf16 "
+                        "('' to skip)")
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args()
-    sizes = {int(s) for s in args.sizes.split(",")}
     rows = []
     for method in args.methods.split(","):
-        if 64 in sizes:
-            r = measure(CONFIGS[method], "eurosat", None, 64, 64, args.steps, 3, args.data_root)
-            rows.append({"method": method, "size": 64, "batch": 64, **r})
-    if 224 in sizes:
-        r = measure(CONFIGS["moco"], "ucmerced", 256, 224, 32, max(4, args.steps // 2), 1, args.data_root)
-        rows.append({"method": "moco", "size": 224, "batch": 32, **r})
+        overrides = {"data.root": args.data_root} if args.data_root else {}
+        base = None
+        settings = [(s, "") for s in args.settings.split(",")]
+        if args.compile:
+            settings.append(("channels_last+bf16", args.compile))
+        for setting, backend in settings:
+            r = measure(CONFIGS[method], overrides, setting, args.steps, 3, backend)
+            if setting == "fp32" and not backend:
+                base = r["full"]
+            name = f"{setting}+compile({backend})" if backend else setting
+            row = {"method": method, "setting": name, **r, "speedup": r["full"] / base if base else None}
+            if backend:
+                eager = next((x for x in rows if x["method"] == method and x["setting"] == setting), None)
+                if eager is not None:
+                    saved = r["batch"] / eager["full"] - r["batch"] / r["full"]  # seconds saved per step
+                    row["break_even_steps"] = round(r["compile_s"] / saved) if saved > 0 else None
+            rows.append(row)
+            print(_line(row), flush=True)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]
+    payload = {"rows": rows, "peak_rss_mb": round(peak_rss_mb, 1), "torch_threads": torch.get_num_threads(),
+               "steps": args.steps}
     if args.json:
-        print(json.dumps({"rows": rows, "peak_rss_mb": round(peak_rss_mb, 1), "torch_threads": torch.get_num_threads()}))
-        return
-    print("Training step throughput, ResNet-18 (images/s; GeRSP: RS images, each with one natural image)")
-    print(f"{'method':>10} {'size':>5} {'batch':>5} {'full':>8} {'premade':>8} {'ratio':>6} {'backbone f+b':>13} "
-          f"{'of ceiling':>10}")
-    for r in rows:
-        print(f"{r['method']:>10} {r['size']:>5} {r['batch']:>5} {r['full']:>8.1f} {r['premade']:>8.1f} "
-              f"{r['ratio']:>6.3f} {r['backbone']:>13.1f} {r['of_ceiling']:>10.3f}")
-    print(f"peak RSS: {peak_rss_mb:.0f} MB; targets: ratio >= 0.9, MoCo v2 full >= 115 images/s at 64 px")
+        write_json(Path(args.json), payload)
+        _plot(rows, Path(args.json).with_suffix(".png"))
+    print(f"peak RSS: {peak_rss_mb:.0f} MB")
+
+
+def _line(r: dict) -> str:
+    speed = f"{r['speedup']:.2f}x" if r.get("speedup") else "-"
+    extra = ""
+    if "compile_s" in r:
+        extra = f"  compile {r['compile_s']:.0f} s, pays after {r.get('break_even_steps') or 'never'} steps"
+    return (f"{r['method']:>10} {r['setting']:>32}: full {r['full']:7.1f} images/s ({speed} of fp32), premade "
+            f"{r['premade']:7.1f}, ratio {r['ratio']:.3f}, backbone f+b {r['backbone']:7.1f}{extra}")
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    width = 0.8 / len(settings)
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(methods)), 4.5))
+    for i, setting in enumerate(settings):
+        values = [next((r["full"] for r in rows if r["method"] == m and r["setting"] == setting), 0) for m in methods]
+        ax.bar(np.arange(len(methods)) + i * width, values, width, label=setting)
+    ax.set_xticks(np.arange(len(methods)) + 0.4 - width / 2, methods)
+    ax.set_ylabel("training images/s (whole step)")
+    ax.set_title("Training step throughput per speed setting, ResNet-18, 2 CPU cores")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

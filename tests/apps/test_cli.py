@@ -235,3 +235,19 @@ def test_ctrl_c_in_any_other_command_is_one_line_and_exit_130(monkeypatch, capsy
     monkeypatch.setattr(cli, "cmd_evaluate", interrupted)
     assert main(["evaluate", "x.ckpt"]) == 130
     assert capsys.readouterr().err == "rspretrain: interrupted\n"
+
+
+def test_a_positional_method_and_another_method_option_are_refused(capsys):
+    assert main(["pretrain", "moco", "--method", "nope"]) == 2
+    assert "METHOD 'moco' and --method 'nope' disagree" in capsys.readouterr().err
+
+
+def test_out_of_range_values_are_one_line_before_any_data_is_read(capsys):
+    for argv, key in ((["pretrain", "moco", "--data.batch_size", "0"], "data.batch_size must be >= 1, got 0"),
+                      (["pretrain", "moco", "--data.batch_size", "-4"], "data.batch_size must be >= 1, got -4"),
+                      (["pretrain", "moco", "--model.image_size", "0"], "model.image_size must be >= 1"),
+                      (["pretrain", "moco", "--data.num_workers", "-1"], "data.num_workers must be >= 0"),
+                      (["pretrain", "moco", "--model.queue_size", "0"], "model.queue_size must be >= 1")):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert key in err and len(err.strip().splitlines()) == 1, err

@@ -92,10 +92,10 @@ def test_lr_scaling_rules():
 @pytest.mark.parametrize(("values", "names"), [
     ({"lr_scaling": "linear"}, "optim.lr_scaling: linear needs optim.lr_reference_batch"),
     ({"lr_scaling": "cubic", "lr_reference_batch": 8}, "optim.lr_scaling: 'cubic'"),
-    ({"lr_reference_batch": 0}, "optim.lr_reference_batch must be a positive integer"),
-    ({"lr": -0.1}, "optim.lr must be positive"),
-    ({"warmup_epochs": -1.0}, "optim.warmup_epochs must be positive"),
-    ({"restart_period_epochs": 0.0}, "optim.restart_period_epochs must be positive"),
+    ({"lr_reference_batch": 0}, "optim.lr_reference_batch must be >= 1"),
+    ({"lr": -0.1}, "optim.lr must be > 0"),
+    ({"warmup_epochs": -1.0}, "optim.warmup_epochs must be >= 0"),
+    ({"restart_period_epochs": 0.0}, "optim.restart_period_epochs must be > 0"),
     ({"schedule": "linear"}, "optim.schedule: 'linear'"),
 ])
 def test_bad_optim_values_name_the_key(values, names):

@@ -31,3 +31,14 @@ def test_gradient_flows_to_query_only_when_key_detached():
     k = torch.randn(2, 4)
     info_nce(q, k, torch.randn(3, 4), 0.2).backward()
     assert q.grad is not None and q.grad.abs().sum() > 0
+
+
+def test_bf16_autocast_inputs_give_the_fp32_loss():
+    """Under bf16 autocast the logits are computed in fp32 (a bf16 matmul would round cos / 0.07 by up to 0.06):
+    bf16 embeddings give the loss of their fp32 values, in fp32."""
+    torch.manual_seed(0)
+    q, pos, neg = torch.randn(8, 16).bfloat16(), torch.randn(8, 16).bfloat16(), torch.randn(64, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = info_nce(q, pos, neg, 0.07)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, info_nce(q.float(), pos.float(), neg, 0.07), rtol=1e-6, atol=1e-6)

@@ -121,3 +121,19 @@ def test_an_interrupt_during_the_renames_waits_until_both_are_done():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.split() == ["both", "renames", "interrupted", "after"], proc.stderr[-2000:]
+
+
+def test_an_existing_folder_as_target_is_refused_and_files_follow_the_umask(method, tmp_path):
+    import os
+
+    from rspretrain.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"is a folder; give the export's file name"):
+        export_backbone(method, tmp_path)
+    assert not (tmp_path.parent / f"{tmp_path.name}.safetensors").exists()  # nothing written beside the folder
+    old = os.umask(0o022)
+    try:
+        path = export_backbone(method, tmp_path / "b.safetensors")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644 and path.with_suffix(".json").stat().st_mode & 0o777 == 0o644

@@ -114,13 +114,13 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, data_root):
 @pytest.mark.parametrize("channels_last, backend", [(True, ""), (False, "eager")])
 def test_speed_options_keep_outputs_and_parameter_names(channels_last, backend):
     from rspretrain.pretrain.methods import create
-    from rspretrain.pretrain.run import apply_speed_options
+    from rspretrain.training.fast_step import apply_fast_step
 
     torch.manual_seed(0)
     plain = create("moco", backbone="resnet18", image_size=32, queue_size=16)
     fast = create("moco", backbone="resnet18", image_size=32, queue_size=16)
     fast.load_state_dict(plain.state_dict())
-    apply_speed_options(fast, channels_last=channels_last, compile_backend=backend)
+    apply_fast_step(fast, channels_last=channels_last, compile_backend=backend)
     assert list(fast.state_dict()) == list(plain.state_dict())  # checkpoints and exports are unchanged
     x = torch.randn(4, 3, 32, 32)
     plain.eval(), fast.eval()

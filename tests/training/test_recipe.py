@@ -54,5 +54,5 @@ def test_an_epoch_smaller_than_the_global_batch_is_refused():
 def test_the_harness_refuses_an_unresolved_epoch_count(tmp_path):
     with pytest.raises(ConfigError, match="trainer.max_epochs: resolve the recipe"):
         build_trainer(TrainerConfig(max_epochs=2), tmp_path)
-    with pytest.raises(ConfigError, match="trainer.max_epochs must be positive"):
+    with pytest.raises(ConfigError, match="trainer.max_epochs must be > 0"):
         TrainerConfig(max_epochs=0)

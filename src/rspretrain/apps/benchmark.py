@@ -418,22 +418,25 @@ def plot_benchmark(rows: list[dict[str, Any]], records: list[dict[str, Any]], pa
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from jsonargparse.typing import PositiveFloat, PositiveInt
+
     parser.add_argument("--runs", nargs="+", default=["moco", "gersp", "cmid", "supervised"],
                         help="NAME=CONFIG[,section.key=value...] or a registered method name (it runs its default config)")
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--budget-minutes", type=float, default=None, help="equal training time per run (default 10)")
-    budget.add_argument("--max-steps", type=int, default=None, help="equal steps per run instead of equal time")
+    budget.add_argument("--budget-minutes", type=PositiveFloat, default=None,
+                        help="equal training time per run (default 10)")
+    budget.add_argument("--max-steps", type=PositiveInt, default=None, help="equal steps per run instead of equal time")
     parser.add_argument("--budget-clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: the budget is process CPU time (fair when the machine is shared)")
     parser.add_argument("--out", default="runs/benchmark")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--datasets", default="eurosat,ucmerced")
     parser.add_argument("--extra-dataset", action="append", default=[], help="folder:PATH of a class-per-folder set")
-    parser.add_argument("--max-train-per-class", type=int, default=None,
+    parser.add_argument("--max-train-per-class", type=PositiveInt, default=None,
                         help="cap the probes' (and fine-tuning's) training images per class")
     parser.add_argument("--finetune", default="finetune,sskdnet",
                         help="fine-tuning variants scored on every dataset (rspretrain.downstream.finetune), or 'none'")
-    parser.add_argument("--finetune-epochs", type=int, default=5)
+    parser.add_argument("--finetune-epochs", type=PositiveInt, default=5)
     parser.add_argument("--finetune-init", default="",
                         help="comma-separated --runs names whose backbones are also fine-tuned (besides random init)")
 

@@ -65,6 +65,20 @@ def split_pretrain_args(tail: list[str]) -> tuple[str | None, list[str], bool | 
     return method, configs, resume, overrides
 
 
+def _with_method(method: str | None, overrides: list[str]) -> list[str]:
+    """``overrides`` with the positional METHOD as ``--method``; a ``--method`` that names another method is an error
+    (the later one would silently win)."""
+    from rspretrain.core.errors import ConfigError
+
+    if method is None:
+        return overrides
+    given = [overrides[i + 1] for i, a in enumerate(overrides[:-1]) if a == "--method"]
+    given += [a.split("=", 1)[1] for a in overrides if a.startswith("--method=")]
+    if any(g != method for g in given):
+        raise ConfigError(f"METHOD {method!r} and --method {given[-1]!r} disagree; give one")
+    return overrides + ["--method", method]
+
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from rspretrain.core.errors import ConfigError
     from rspretrain.pretrain.config import full_config, load_config
@@ -75,8 +89,7 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     overrides = [o for o in overrides if o not in flags]
     if not configs and method is None and not print_config:
         raise ConfigError("pretrain needs a METHOD or --config")
-    if method is not None:
-        overrides += ["--method", method]
+    overrides = _with_method(method, overrides)
     cfg = load_config(configs, overrides)
     if print_config:  # the whole resolved run, method defaults included; --config reads it back
         import yaml
@@ -102,8 +115,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         raise ConfigError("plan does not train: --resume is a pretrain option")
     if not configs and method is None:
         raise ConfigError("plan needs a METHOD or --config")
-    if method is not None:
-        overrides += ["--method", method]
+    overrides = _with_method(method, overrides)
     for flag, key in (("devices", "trainer.devices"), ("nodes", "trainer.num_nodes")):
         if own[flag] is not None:
             overrides += [f"--{key}", str(own[flag])]
@@ -278,16 +290,19 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
     from rspretrain.pretrain.run import pretrain
 
     out = Path(args.out)
+    # A wall-clock budget with the lr schedule fitted to the steps that fit: a faster step trains longer.
     overrides = {
         "trainer.out_dir": str(out),
         "trainer.max_steps": args.steps,
-        "trainer.max_time_minutes": args.minutes,
+        "trainer.budget_minutes": args.minutes,
     }
+    if args.fp32:
+        overrides.update({"trainer.precision": "32-true", "trainer.channels_last": False})
     if args.data_root:
         overrides["data.root"] = args.data_root
     cfg = load_config("moco_resnet18_eurosat", overrides)
-    print(f"[1/2] pretraining MoCo v2 ResNet-18 on EuroSAT train: {args.steps} steps, at most {args.minutes} min")
-    final = pretrain(cfg)
+    print(f"[1/2] pretraining MoCo v2 ResNet-18 on EuroSAT train for {args.minutes:g} min (at most {args.steps} steps)")
+    final = pretrain(cfg, overwrite=args.overwrite)
     print(f"[2/2] evaluating {final} (kNN + linear probe; random-init and image statistics beside it)")
     run_evaluation(str(final), ["eurosat", "ucmerced"], ["knn", "linear"], out / "eval", args.data_root,
                    args.max_train_per_class, None, 256)
@@ -363,6 +378,7 @@ def build_parser(benchmark_arguments: bool = True):
     ``--print_config``); without ``benchmark_arguments`` the benchmark's own options (and the import of the
     benchmark, with Lightning and the methods) are left out, for the commands that do not need them."""
     from jsonargparse import ArgumentParser
+    from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt
 
     from rspretrain.data.io.decode import DEFAULT_MAX_IMAGE_PIXELS
 
@@ -412,16 +428,17 @@ def build_parser(benchmark_arguments: bool = True):
                    "detection: neon, a COCO json, a VOC folder or images with CSV/XML boxes (default: the shared set)")
     p.add_argument("--data-root", default=None, help="folder holding eurosat_rgb/, ucmerced/ (default ../shared/data)")
     p.add_argument("--out", default=None)
-    p.add_argument("--max-train-per-class", type=int, default=None)
-    p.add_argument("--image-size", type=int, default=None, help="scene: input size; dense tasks: crop/window size")
-    p.add_argument("--batch-size", type=int, default=None, help="default 256 (scene) or the dense task's")
-    p.add_argument("--epochs", type=int, default=None, help="dense tasks: training epochs (default per task)")
+    p.add_argument("--max-train-per-class", type=PositiveInt, default=None)
+    p.add_argument("--image-size", type=PositiveInt, default=None,
+                   help="scene: input size; dense tasks: crop/window size")
+    p.add_argument("--batch-size", type=PositiveInt, default=None, help="default 256 (scene) or the dense task's")
+    p.add_argument("--epochs", type=PositiveInt, default=None, help="dense tasks: training epochs (default per task)")
     p.add_argument("--freeze-backbone", action="store_true", help="dense tasks: train the decoder only")
     p.add_argument("--predict-raster", default=None,
                    help="segmentation: comma list of GeoTIFFs to predict whole; change: BEFORE.tif,AFTER.tif")
     p.add_argument("--precision", default=None, help="dense tasks: Lightning precision of training (e.g. bf16-mixed)")
     p.add_argument("--device", default=None, help="dense tasks: cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--devices", type=int, default=None,
+    p.add_argument("--devices", type=PositiveInt, default=None,
                    help="dense tasks: DDP training processes (under torchrun, or spawned); rank 0 scores")
     p.add_argument("--resume", action="store_true",
                    help="dense tasks: continue each model's training from OUT/training/<model>/checkpoints/last.ckpt")
@@ -448,15 +465,16 @@ def build_parser(benchmark_arguments: bool = True):
     )
     p.add_argument("source")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--workers", type=int, default=None, help="writer processes (default: the CPU count)")
+    p.add_argument("--workers", type=PositiveInt, default=None, help="writer processes (default: the CPU count)")
     p.add_argument("--split", default="all", help="split of a named set (default all)")
-    p.add_argument("--max-per-class", type=int, default=None, help="named sets: at most this many images per class")
+    p.add_argument("--max-per-class", type=PositiveInt, default=None,
+                   help="named sets: at most this many images per class")
     p.add_argument("--data-root", default=None)
     p.add_argument("--chunk-bytes", default="64MB", help="size of each chunk file (default 64MB)")
     p.add_argument("--skip-corrupt", action="store_true", help="leave unreadable images out, counted and named")
-    p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+    p.add_argument("--max-image-pixels", type=PositiveInt, default=DEFAULT_MAX_IMAGE_PIXELS,
                    help="largest image (width x height) read; larger ones are errors, or skipped with --skip-corrupt")
-    p.add_argument("--stats-max-images", type=int, default=2000, help="images in the band-statistics sample")
+    p.add_argument("--stats-max-images", type=PositiveInt, default=2000, help="images in the band-statistics sample")
     p.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--option", type=dict[str, Any], default={}, help="further source options (--option.extensions "
@@ -473,10 +491,11 @@ def build_parser(benchmark_arguments: bool = True):
     p.add_argument("--images", required=True, help="image GeoTIFF, or comma list of single-band files to stack")
     p.add_argument("--landcover", required=True, help="single-band land-cover raster (e.g. NLCD, GlobeLand30)")
     p.add_argument("--scheme", required=True, help="nlcd, nlcd8, globeland30, globeland30_8, worldcover, or a CSV")
-    p.add_argument("--tile", type=int, default=64)
-    p.add_argument("--stride", type=int, default=None, help="default: the tile size (no overlap)")
-    p.add_argument("--max-nodata-fraction", type=float, default=0.0, help="image nodata a kept tile may have")
-    p.add_argument("--min-land-cover-fraction", type=float, default=0.0,
+    p.add_argument("--tile", type=PositiveInt, default=64)
+    p.add_argument("--stride", type=PositiveInt, default=None, help="default: the tile size (no overlap)")
+    p.add_argument("--max-nodata-fraction", type=ClosedUnitInterval, default=0.0,
+                   help="image nodata a kept tile may have")
+    p.add_argument("--min-land-cover-fraction", type=ClosedUnitInterval, default=0.0,
                    help="counted land cover a kept tile needs (0: at least one pixel)")
     p.add_argument("--supersample", default="auto", help="sub-pixels per image pixel side, or auto")
     p.add_argument("--out", required=True, help="output .parquet file")
@@ -499,10 +518,14 @@ def build_parser(benchmark_arguments: bool = True):
 
     p = sub.add_parser("quickstart", help="short MoCo v2 pretraining on EuroSAT + kNN/linear evaluation")
     p.add_argument("--out", default="runs/quickstart")
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--minutes", type=PositiveFloat, default=4.0,
+                   help="pretraining budget (wall clock; the lr schedule is fitted to the steps that fit)")
+    p.add_argument("--steps", type=PositiveInt, default=5000, help="at most this many steps")
+    p.add_argument("--fp32", action="store_true",
+                   help="the plain fp32 step (no bf16 autocast, no channels_last), to compare with the fast default")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier quickstart run in --out")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--max-train-per-class", type=int, default=None)
+    p.add_argument("--max-train-per-class", type=PositiveInt, default=None)
 
     p = sub.add_parser(
         "finetune",
@@ -517,20 +540,21 @@ def build_parser(benchmark_arguments: bool = True):
     )
     p.add_argument("--method", default="finetune", help="finetune (plain) or sskdnet")
     p.add_argument("--dataset", "--data", dest="dataset", default="ucmerced", help="eurosat, ucmerced or folder:PATH")
-    p.add_argument("--train-ratio", type=float, default=None, help="UC Merced / folder: train fraction (default 0.8)")
+    p.add_argument("--train-ratio", type=OpenUnitInterval, default=None,
+                   help="UC Merced / folder: train fraction (default 0.8)")
     p.add_argument("--init", default="random", help="random, a pretraining .ckpt or an exported .safetensors")
     p.add_argument("--backbone", default=None, help="timm architecture (default: the init's, or resnet18)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--max-train-per-class", type=int, default=None)
-    p.add_argument("--max-test-per-class", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=PositiveInt, default=30)
+    p.add_argument("--batch-size", type=PositiveInt, default=32)
+    p.add_argument("--image-size", type=PositiveInt, default=64)
+    p.add_argument("--max-train-per-class", type=PositiveInt, default=None)
+    p.add_argument("--max-test-per-class", type=PositiveInt, default=None)
+    p.add_argument("--seed", type=NonNegativeInt, default=0)
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default=None, help="default runs/finetune/<method>_<dataset>_seed<seed>")
     p.add_argument("--accelerator", default="auto")
     p.add_argument("--precision", default="32-true", help="Lightning precision of training (e.g. bf16-mixed)")
-    p.add_argument("--devices", type=int, default=1,
+    p.add_argument("--devices", type=PositiveInt, default=1,
                    help="DDP training processes (under torchrun, or spawned); --batch-size is the global batch")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

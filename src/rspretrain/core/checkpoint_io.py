@@ -3,12 +3,15 @@
 Lightning writes checkpoints through a ``CheckpointIO`` plugin. :class:`AtomicCheckpointIO`
 writes to a temporary file in the target directory, flushes and fsyncs it, then renames it
 over the target with ``os.replace`` (atomic on POSIX): a reader sees the old file or the new
-one, never half of one.
+one, never half of one. A write that fails for want of space (a full disk, a quota, a file-size limit) is one
+:class:`~rspretrain.core.errors.DataError` line naming the file and the free space, and the earlier file stays.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,11 +20,14 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from rspretrain.core.errors import DataError
 
-def _umask() -> int:
+
+def default_file_mode() -> int:
+    """The mode ``open(..., "w")`` would give a new file under this process's umask (``0o644`` under ``022``)."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
@@ -37,11 +43,40 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
+        os.chmod(tmp, default_file_mode())  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        interrupt = next((e for e in _chain(err) if isinstance(e, (KeyboardInterrupt, SystemExit))), None)
+        if interrupt is not None and interrupt is not err:
+            # torch.save's zip writer closes itself after the interrupt and fails on the half-written archive
+            # ("unexpected pos ..."), which would hide Ctrl-C / SIGTERM behind a RuntimeError.
+            raise interrupt from None
+        failed = next((e for e in _chain(err) if _write_failed(e)), None)
+        if failed is not None:
+            free = shutil.disk_usage(path.parent).free / 2**30
+            first = str(failed).strip().splitlines()[0] if str(failed).strip() else type(failed).__name__
+            kept = "the earlier file is kept" if path.exists() else "nothing was written"
+            raise DataError(f"{path}: could not be written ({first}; {free:.2f} GB free on its disk); {kept}") from None
         raise
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised while handling (``__context__``), newest first."""
+    seen: list[BaseException] = []
+    while err is not None and all(err is not e for e in seen):
+        seen.append(err)
+        err = err.__context__
+    return seen
+
+
+def _write_failed(err: BaseException) -> bool:
+    """A full disk, a quota or a file-size limit: ``OSError`` from Python's writes (torch.save into a file object
+    raises it, then its zip writer's close fails with "unexpected pos", so callers look down the chain), or the zip
+    writer's own ``RuntimeError`` ("... file write failed") when it writes to a path."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    return isinstance(err, RuntimeError) and "file write failed" in str(err)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

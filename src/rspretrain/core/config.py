@@ -164,9 +164,22 @@ def override_arguments(overrides: list[str] | dict[str, Any] | None) -> list[str
         return list(overrides)
     tokens = []
     for key, value in overrides.items():
-        text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+        text = value if isinstance(value, str) else yaml.safe_dump(_plain(value), default_flow_style=True).strip()
         tokens.append(f"--{key}={text.removesuffix(chr(10) + '...').strip()}")
     return tokens
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with subclasses of the YAML scalars made plain (jsonargparse's ``PositiveInt(1)`` is an ``int``
+    subclass that ``yaml.safe_dump`` cannot represent)."""
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def import_class(path: str, key: str, base: type | None = None) -> type:

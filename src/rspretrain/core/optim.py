@@ -32,6 +32,7 @@ from timm.optim import create_optimizer_v2
 from torch import nn
 
 from rspretrain.core.errors import ConfigError
+from rspretrain.core.ranges import check_ranges
 
 SCHEDULES = ("cosine", "cosine_restarts", "step", "constant")
 #: How ``optim.lr`` follows the global batch from ``optim.lr_reference_batch``: ``linear`` (Goyal et al. 2017, the
@@ -68,6 +69,7 @@ class OptimConfig:
     lr_scaling: str = "none"
 
     def __post_init__(self) -> None:
+        check_ranges("optim", vars(self))
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"optim.schedule: {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
         if self.lr_scaling not in LR_SCALINGS:
@@ -75,19 +77,6 @@ class OptimConfig:
         if self.lr_scaling != "none" and self.lr_reference_batch is None:
             raise ConfigError(f"optim.lr_scaling: {self.lr_scaling} needs optim.lr_reference_batch, the global batch "
                               f"optim.lr {self.lr:g} was set for")
-        if self.lr_reference_batch is not None and self.lr_reference_batch < 1:
-            raise ConfigError(f"optim.lr_reference_batch must be a positive integer, got {self.lr_reference_batch}")
-        if not self.lr > 0:
-            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
-        for name in ("warmup_epochs", "step_every_epochs", "restart_period_epochs"):
-            value = getattr(self, name)
-            if value is not None and not value > 0 and not (name == "warmup_epochs" and value == 0):
-                raise ConfigError(f"optim.{name} must be positive, got {value}")
-        for name in ("warmup_steps", "step_every", "restart_period_steps"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
-        if self.restart_cycles < 1:
-            raise ConfigError(f"optim.restart_cycles must be a positive integer, got {self.restart_cycles}")
 
     def scaled_lr(self, global_batch: int) -> float:
         """``lr`` at ``global_batch`` under ``lr_scaling`` from ``lr_reference_batch``."""

@@ -25,7 +25,7 @@ def feature_reconstruction(prediction: torch.Tensor, target: torch.Tensor, kind:
     """Mean reconstruction error between ``prediction`` and the stop-gradient ``target`` (both ``(B, C, H, W)``)."""
     if prediction.shape != target.shape:
         raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ in shape")
-    target = target.detach()
+    prediction, target = prediction.float(), target.detach().float()  # fp32 under autocast (small differences)
     if kind == "mse":
         return F.mse_loss(prediction, target)
     if kind == "l1":

@@ -35,7 +35,7 @@ def focal_l1_loss(
     Returns:
         ``sum(l * mask) / (C * sum(mask))`` (0 when nothing is masked), or ``mean(l)``.
     """
-    d = (prediction - target).abs()
+    d = (prediction.float() - target.float()).abs()  # fp32 under autocast: pixel errors are small differences
     loss = d * (2 * torch.sigmoid(alpha * d) - 1) ** gamma
     if mask is None:
         return loss.mean()

@@ -28,14 +28,17 @@ def info_nce(query: torch.Tensor, positive: torch.Tensor, negatives: torch.Tenso
         negatives: ``(K, D)`` shared by all queries (the memory queue).
         temperature: tau.
     """
-    q = F.normalize(query, dim=1)
-    k = F.normalize(positive, dim=1)
-    n = F.normalize(negatives, dim=1).to(q.dtype)
-    pos = (q * k).sum(dim=1, keepdim=True)
-    neg = q @ n.T
-    logits = torch.cat([pos, neg], dim=1) / temperature
-    target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits, target)
+    # In fp32 under any autocast: the logits are cosines / tau (up to 1 / 0.07 = 14), where bf16's 8-bit mantissa
+    # would round them by up to 0.06, as much as the differences between the hardest negatives.
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        q = F.normalize(query.float(), dim=1)
+        k = F.normalize(positive.float(), dim=1)
+        n = F.normalize(negatives.float(), dim=1)
+        pos = (q * k).sum(dim=1, keepdim=True)
+        neg = q @ n.T
+        logits = torch.cat([pos, neg], dim=1) / temperature
+        target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        return F.cross_entropy(logits, target)
 
 
 class InfoNCELoss(nn.Module):

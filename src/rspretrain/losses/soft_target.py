@@ -40,7 +40,7 @@ def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, reduc
     """
     if logits.shape != targets.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must have the same shape")
-    per_class = -targets.to(logits.dtype) * F.log_softmax(logits, dim=1)
+    per_class = -targets.float() * F.log_softmax(logits.float(), dim=1)  # fp32 under autocast
     return _reduce(per_class, reduction)
 
 
@@ -62,9 +62,9 @@ def geokr_consistency(
         )
     if kind not in CONSISTENCY_KINDS:
         raise ValueError(f"consistency kind must be one of {CONSISTENCY_KINDS}, got {kind!r}")
-    log_p_s = F.log_softmax(student_logits, dim=1)
+    log_p_s = F.log_softmax(student_logits.float(), dim=1)  # fp32 under autocast
     p_s = log_p_s.exp()
-    log_p_t = F.log_softmax(teacher_logits.detach().to(student_logits.dtype), dim=1)
+    log_p_t = F.log_softmax(teacher_logits.detach().float(), dim=1)
     per_class = p_s * (log_p_s - log_p_t) if kind == "kl" else -p_s * log_p_t
     return _reduce(per_class, reduction)
 

@@ -37,6 +37,7 @@ from rspretrain.core.config import (
 )
 from rspretrain.core.errors import ConfigError
 from rspretrain.core.optim import OptimConfig
+from rspretrain.core.ranges import check_ranges
 from rspretrain.data.shards.decode_crops import DEFAULT_MAX_IMAGE_PIXELS
 from rspretrain.pretrain.methods import get_method
 from rspretrain.training.backbone_module import DATA_DERIVED
@@ -77,6 +78,9 @@ class DataConfig:
     loading: str = "auto"
     memory_limit_gb: float = 8.0
 
+    def __post_init__(self) -> None:
+        check_ranges("data", vars(self))
+
 
 @dataclass
 class RunConfig:
@@ -111,6 +115,7 @@ def validate_model_section(method_cls: type, values: dict[str, Any]) -> dict[str
                 f"valid keys: {', '.join(sorted(allowed))}"
             )
         out[key] = coerce(value, allowed[key], f"model.{key}")
+    check_ranges("model", out)
     return out
 
 
@@ -144,10 +149,15 @@ def build_run_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
         data=build_dataclass(DataConfig, raw.get("data") or {}, "data"),
         model=validate_model_section(method_cls, raw.get("model") or {}),
         optim=build_dataclass(OptimConfig, raw.get("optim") or {}, "optim"),
-        views=build_dataclass(method_cls.views_config_class, raw.get("views") or {}, "views"),
+        views=_checked("views", build_dataclass(method_cls.views_config_class, raw.get("views") or {}, "views")),
         trainer=build_dataclass(TrainerConfig, raw.get("trainer") or {}, "trainer"),
         datamodule=datamodule,
     )
+
+
+def _checked(section: str, values: Any) -> Any:
+    check_ranges(section, vars(values))
+    return values
 
 
 def config_parser():
@@ -166,8 +176,9 @@ def config_parser():
     parser.add_argument("--optim", type=OptimConfig, default=OptimConfig())
     parser.add_argument("--views", type=dict[str, Any], default={}, help="the method's view recipe")
     # Any lightning.Trainer argument (callbacks and loggers by class_path), then the harness's own settings.
-    added = parser.add_class_arguments(L.Trainer, "trainer", skip=set(HARNESS_TRAINER_ARGS), instantiate=False,
-                                       fail_untyped=False, sub_configs=True)
+    # trainer.precision is ours (it adds ``auto`` and admits only the precisions the methods are built for).
+    added = parser.add_class_arguments(L.Trainer, "trainer", skip=set(HARNESS_TRAINER_ARGS) | {"precision"},
+                                       instantiate=False, fail_untyped=False, sub_configs=True)
     hints = typing.get_type_hints(TrainerConfig)
     for f in dataclasses.fields(TrainerConfig):
         if f.name == "lightning":
@@ -221,7 +232,7 @@ def _split_trainer_section(values: dict[str, Any], parser) -> dict[str, Any]:
     defaults = parser.get_defaults().as_dict().get("trainer", {})
     out = {k: v for k, v in values.items() if k in own and k != "lightning"}
     if "precision" in out:
-        out["precision"] = str(out["precision"])  # Lightning's type admits 32 / 16; ours are its strings
+        out["precision"] = str(out["precision"])  # a YAML 32 / 16 is Lightning's short form, read as a string
     if isinstance(out.get("devices"), str) and out["devices"].isdigit():
         out["devices"] = int(out["devices"])  # Lightning's type puts str before int: "2" is a count here
     out["lightning"] = {k: v for k, v in values.items() if k not in own and v != defaults.get(k)}

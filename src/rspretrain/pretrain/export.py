@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import threading
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from rspretrain.core.bands import check_bands
+from rspretrain.core.checkpoint_io import default_file_mode
 from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.core.json_io import dumps, write_json
 from rspretrain.nn.backbones import local_arch
@@ -52,6 +54,8 @@ def _save_with_metadata(state: dict[str, torch.Tensor], meta: dict[str, Any], pa
     from rspretrain import __version__
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give the export's file name, e.g. {path / 'backbone.safetensors'}")
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +71,7 @@ def _save_with_metadata(state: dict[str, torch.Tensor], meta: dict[str, Any], pa
     tmp_sidecar = sidecar.with_name(f".{sidecar.name}.tmp")
     try:
         save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta)})
+        os.chmod(tmp, default_file_mode())  # safetensors 0.8 creates its file 0600
         tmp_sidecar.write_text(dumps(meta))
         with _signals_held():
             tmp.replace(path)

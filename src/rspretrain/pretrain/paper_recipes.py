@@ -68,7 +68,8 @@ _CMID_VALUES: dict[str, Any] = {
     "views.mask_patch_size": 32,
 }
 _CMID_EXPLAINED = {
-    "trainer.precision": "AMP needs a GPU (16-mixed is refused on CPU): add --trainer.precision 16-mixed there",
+    "trainer.precision": "auto: bf16 autocast where the hardware has bf16 (AMP without loss scaling); "
+                         "--trainer.precision 16-mixed for the released fp16 AMP",
     "model.cell_matching": "geometric pairing is the paper's intent; official reproduces the released code's "
                            "top-left gridding (METHODS.md CMID §2.5 (c))",
 }

@@ -230,7 +230,10 @@ def format_plan(plan: dict[str, Any]) -> str:
         lines.append(f"teacher momentum: {plan['teacher_momentum']}")
     if plan.get("teacher_temperature"):
         lines.append(f"temperature: {plan['teacher_temperature']}")
-    lines.append(f"SyncBN: {'on' if plan['sync_batchnorm'] else 'off'}; precision: {plan['precision']}")
+    precision = plan["precision"]
+    if precision == "auto":
+        precision = "auto (bf16-mixed on hardware with bf16, else 32-true; memory below estimated in fp32)"
+    lines.append(f"SyncBN: {'on' if plan['sync_batchnorm'] else 'off'}; precision: {precision}")
     if "memory_per_rank" in plan:
         m = plan["memory_per_rank"]
         lines.append(f"memory per rank (estimate): {m['total']:.2f} GB = weights+buffers "

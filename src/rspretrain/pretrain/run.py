@@ -8,6 +8,7 @@ TensorBoard logs and checkpoints (every ``trainer.ckpt_every_n_steps`` steps, wr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from rspretrain.core.rng_state import StepSeededRNG
 from rspretrain.pretrain.config import RunConfig, _defaults, full_config
 from rspretrain.pretrain.datamodule import PretrainDataModule
 from rspretrain.pretrain.methods import METHODS, PretrainMethod, get_method
+from rspretrain.training.fast_step import apply_fast_step, resolve_fast_step
 from rspretrain.training.recipe import Recipe, resolve_recipe
 from rspretrain.training.run_folder import RunFolderLock, config_changes, is_first_process, prepare_run_folder
 from rspretrain.training.trainer import build_trainer, fit, resume_checkpoint
@@ -76,6 +78,10 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule, Recipe
     recipe = resolve_run_recipe(cfg, dm)
     model = method_cls(**cfg.model, **data_kwargs, optim=asdict(recipe.optim), views=asdict(cfg.views))
     model.steps_per_epoch = recipe.steps_per_epoch
+    recipe.fast_step = resolve_fast_step(cfg.trainer.precision, cfg.trainer.channels_last, cfg.trainer.compile,
+                                         cfg.trainer.accelerator, model.backbone, auto_bf16=method_cls.auto_bf16)
+    recipe.trainer = dataclasses.replace(recipe.trainer, precision=recipe.fast_step.precision,
+                                         channels_last=recipe.fast_step.channels_last)
     if callable(getattr(dm, "set_decode_crops", None)):  # streamed data is cropped at decode time, by the recipe
         dm.set_decode_crops(model.input_size(), *model.decode_crop_scales())
     return model, dm, recipe
@@ -143,9 +149,11 @@ def _train(cfg: RunConfig, out: Path, ckpt_path: Path | None, callbacks: Sequenc
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, dm, recipe = build(cfg)
     log.info("%s", recipe.summary())
+    log.info("%s", recipe.fast_step.summary())
     out.mkdir(parents=True, exist_ok=True)
     record = provenance.collect(cfg.to_dict(), cfg.seed)
     record["recipe"] = recipe_record(recipe)
+    record["fast_step"] = recipe.fast_step.record()
     earlier = out / "provenance.json"
     if ckpt_path is not None and earlier.is_file():
         # A resumed run keeps what each earlier segment ran with (code version, host, start time).
@@ -156,7 +164,7 @@ def _train(cfg: RunConfig, out: Path, ckpt_path: Path | None, callbacks: Sequenc
         atomic_write_text(out / "config.yaml", yaml.safe_dump(full_config(cfg), sort_keys=False))
         write_json(out / "provenance.json", record)
     model.provenance = record  # saved inside every checkpoint (see BackboneModule.on_save_checkpoint)
-    apply_speed_options(model, cfg.trainer.channels_last, cfg.trainer.compile)
+    apply_fast_step(model, recipe.fast_step.channels_last, recipe.fast_step.compile)
     # StepIndexedBatchSampler shards the global batch itself: Lightning's distributed sampler only for a user's
     # own datamodule.
     trainer = build_trainer(recipe.trainer, out, callbacks=[StepSeededRNG(cfg.seed), *callbacks], resume_from=ckpt_path,
@@ -175,41 +183,14 @@ def recipe_record(recipe: Recipe) -> dict:
     }
 
 
-def apply_speed_options(model: PretrainMethod, channels_last: bool = False, compile_backend: str = "") -> None:
-    """``trainer.channels_last`` / ``trainer.compile`` on every timm network of the method (student
-    and teacher backbones), in place, so parameter names (checkpoints, exports) do not change.
-
-    channels_last converts the weights and, through a forward pre-hook, each input batch to NHWC;
-    compile uses ``nn.Module.compile`` (in place, unlike ``torch.compile``'s wrapper module).
-    """
-    if not channels_last and not compile_backend:
-        return
-    from rspretrain.nn.backbones import Backbone
-
-    for module in model.modules():
-        if not isinstance(module, Backbone):
-            continue
-        if channels_last:
-            module.model.to(memory_format=torch.channels_last)
-            module.model.register_forward_pre_hook(_to_channels_last)
-        if compile_backend:
-            module.model.compile(backend=compile_backend)
-
-
-def _to_channels_last(module, args):
-    x, *rest = args
-    if torch.is_tensor(x) and x.dim() == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return (x, *rest)
-
-
 def load_checkpoint(path: str | Path) -> dict:
     """A Lightning checkpoint written by rspretrain, loaded with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: reading the stamp (resume checks, info) does not read the weights; they are paged in when used
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
         raise DataError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
     if not isinstance(ckpt, dict) or "rspretrain" not in ckpt:

@@ -25,6 +25,7 @@ from typing import Any
 
 from rspretrain.core.errors import ConfigError
 from rspretrain.core.optim import OptimConfig
+from rspretrain.training.fast_step import FastStep
 from rspretrain.training.trainer import TrainerConfig
 
 #: Keys in epochs and the step keys they resolve to.
@@ -51,6 +52,9 @@ class Recipe:
     lr_given: float
     #: ``key -> (given, resolved)`` for every value the resolution changed.
     resolved: dict[str, tuple[Any, Any]]
+    #: Precision, memory format and compile backend, resolved for the hardware and the network once it is built
+    #: (:func:`~rspretrain.training.fast_step.resolve_fast_step`).
+    fast_step: FastStep | None = None
 
     @property
     def epochs(self) -> float | None:

@@ -33,7 +33,14 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from rspretrain.core.checkpoint_io import AtomicCheckpointIO
 from rspretrain.core.errors import ConfigError, DataError
+from rspretrain.core.ranges import check_ranges
 from rspretrain.core.time_budget import CLOCKS, TimeBudget
+from rspretrain.training.fast_step import (
+    check_channels_last,
+    check_compile_backend,
+    check_precision,
+    resolve_precision,
+)
 
 __all__ = ["HARNESS_TRAINER_ARGS", "TimmSyncBatchNorm", "TrainerConfig", "build_trainer", "fit", "resume_checkpoint",
            "trainer_device"]
@@ -48,6 +55,19 @@ warnings.filterwarnings("ignore", message=r".*does not have many workers which m
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined.*")
 # A frozen backbone is in eval mode on purpose (BatchNorm keeps its running statistics; see FeaturePyramid).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training.*")
+# Lightning 2.6 calls a torch pytree API that torch 2.14 deprecates; nothing for a user to do.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+
+
+class _LightningNoise(logging.Filter):
+    """Drops Lightning's start-up lines that are advertising or about hardware no one has here (TPU / HPU), so a
+    run's output is its own; the GPU line stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(("💡 Tip", "TPU available", "HPU available"))
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_LightningNoise())
 
 #: ``lightning.Trainer`` arguments the harness sets itself: the run folder, its checkpoints and their IO, the epoch /
 #: time limits it derives, the progress bar switch, no validation loop.
@@ -55,11 +75,6 @@ HARNESS_TRAINER_ARGS = frozenset({
     "default_root_dir", "enable_checkpointing", "plugins", "use_distributed_sampler", "max_epochs", "max_time",
     "enable_progress_bar", "limit_val_batches", "num_sanity_val_steps", "enable_model_summary",
 })  # fmt: skip
-
-#: Lightning's precision settings.
-PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true", "bf16", "16-mixed", "16-true", "16",
-              "transformer-engine", "transformer-engine-float16")
-
 
 @dataclass
 class TrainerConfig:
@@ -76,12 +91,14 @@ class TrainerConfig:
         out_dir: the run folder (checkpoints, logs, config, provenance).
         ckpt_every_n_steps: atomic ``checkpoints/last.ckpt`` every so many steps (and at the end).
         log_every_n_steps: logging cadence.
-        accelerator, devices, num_nodes, strategy, precision: as ``lightning.Trainer``.
+        accelerator, devices, num_nodes, strategy: as ``lightning.Trainer``.
+        precision: ``auto`` (bf16-mixed where the hardware computes in bf16, else 32-true; see
+            :mod:`rspretrain.training.fast_step`), ``32-true``, ``bf16-mixed`` or ``16-mixed``.
         sync_batchnorm: BatchNorm statistics over the global batch (``torch.nn.SyncBatchNorm`` through timm's
             converter, which also converts timm's BatchNorm + activation layers) when training on several GPUs;
             CUDA only (torch's SyncBatchNorm), so on CPU ranks it is a stated no-op.
-        channels_last: backbone weights and inputs in NHWC.
-        compile: a ``torch.compile`` backend for the backbones (``""``: off).
+        channels_last: backbone weights and inputs in NHWC (``auto``: for convolutional backbones).
+        compile: a ``torch.compile`` backend for the backbones (``""``: off; a failure falls back to eager).
         progress_bar: show the progress bar.
         lightning: any further ``lightning.Trainer`` argument (``gradient_clip_val``, ``accumulate_grad_batches``,
             ...); ``callbacks`` and ``logger`` as ``{class_path, init_args}`` specs (Lightning's convention), added
@@ -100,16 +117,17 @@ class TrainerConfig:
     devices: int = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"
+    precision: str = "auto"
     sync_batchnorm: bool = False
-    channels_last: bool = False
+    channels_last: bool | str = "auto"
     compile: str = ""
     progress_bar: bool = True
     lightning: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"trainer.precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.precision = check_precision(self.precision)
+        self.channels_last = check_channels_last(self.channels_last)
+        self.compile = check_compile_backend(self.compile)
         if self.budget_clock not in CLOCKS:
             raise ConfigError(f"trainer.budget_clock: {self.budget_clock!r} is not one of {', '.join(CLOCKS)}")
         taken = sorted(set(self.lightning) & (HARNESS_TRAINER_ARGS | {f.name for f in fields(self)}))
@@ -122,8 +140,7 @@ class TrainerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"trainer.{name} must be a positive integer, got {value!r}")
-        if self.max_epochs is not None and not self.max_epochs > 0:
-            raise ConfigError(f"trainer.max_epochs must be positive, got {self.max_epochs!r}")
+        check_ranges("trainer", vars(self))
 
 
 def trainer_device(device: str) -> tuple[str, int | list[int]]:
@@ -208,7 +225,7 @@ def build_trainer(
         devices=devices if devices is not None else cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        precision=cfg.precision,
+        precision=resolve_precision(cfg.precision, accelerator or cfg.accelerator)[0],
         logger=loggers or False,
         callbacks=callbacks,
         plugins=plugins or None,
@@ -274,7 +291,7 @@ def fit(trainer: L.Trainer, module: L.LightningModule, out: Path | None, resume_
     # The periodic checkpoint may already hold the last step (runs whose length is a multiple of the cadence);
     # writing the same state again would cost a second full write.
     if getattr(periodic, "_last_global_step_saved", None) != trainer.global_step or not final.is_file():
-        trainer.save_checkpoint(final)
+        trainer.save_checkpoint(final, weights_only=False)  # the full state: --resume continues from it
     if trainer.is_global_zero:
         log.info("final checkpoint: %s (step %d)", final, trainer.global_step)
     return final

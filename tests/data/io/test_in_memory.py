@@ -265,6 +265,24 @@ def test_unreadable_cache_entry_is_ignored(tmp_path, make_image, caplog):
     assert np.load(entry).shape == (2, 3, 6, 8)  # rewritten correctly
 
 
+def test_a_flipped_bit_in_a_cache_entry_is_caught_and_decoded_again(tmp_path, make_image, caplog):
+    sources = [tmp_path / "a.png", tmp_path / "b.png"]
+    for i, path in enumerate(sources):
+        make_image(path, value=10 * i + 5)
+    expected = InMemoryImageDataset.from_sources(sources).images.clone()
+    entry = cache.cache_dir() / "decoded" / f"{cache.cache_key(sources, None, False)}.npy"
+    rotted = bytearray(entry.read_bytes())
+    rotted[-7] ^= 0x10  # one bit of one pixel: a valid .npy of the right shape, silently wrong without a checksum
+    entry.unlink()  # a new file, not a write into the pages the first dataset maps
+    entry.write_bytes(bytes(rotted))
+    assert cache.load_cached(entry.stem, verify=False)[0].sum() != expected.sum()  # the rot is really there
+    with caplog.at_level(logging.WARNING, logger="rspretrain"):
+        second = InMemoryImageDataset.from_sources(sources)
+    assert torch.equal(expected, second.images)
+    assert any(str(entry) in r.getMessage() and "CRC-32 mismatch" in r.getMessage() for r in caplog.records)
+    assert cache.load_cached(entry.stem) is not None  # rewritten whole: the next load verifies
+
+
 def _load_and_record(sources, log):
     images = InMemoryImageDataset.from_sources(sources).images
     with open(log, "a") as handle:

@@ -52,3 +52,17 @@ def test_errors():
         linear_probe_predict(x, y, x[:, :3])
     with pytest.raises(ConfigError):
         linear_probe_predict(x, y, x, C=0.0)
+
+
+def test_non_convergence_is_one_line_of_ours_not_sklearns_warning(caplog):
+    import logging
+    import warnings
+
+    x, y = _blobs(30, CENTRES, 3.0, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sklearn's ConvergenceWarning would raise here
+        with caplog.at_level(logging.WARNING, logger="rspretrain"):
+            pred = linear_probe_predict(x, y, x, max_iter=1)
+    assert pred.shape == y.shape
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "stopped at max_iter 1 before converging" in lines[0]

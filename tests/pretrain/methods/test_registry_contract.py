@@ -127,5 +127,11 @@ def test_a_bf16_mixed_step_runs_with_fp32_views(name):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss, _ = model.step_loss(batch)
     assert torch.isfinite(loss), (name, float(loss))
+    assert loss.dtype == torch.float32, f"{name}: the loss is reduced in {loss.dtype}"
     loss.backward()
     assert any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in model.backbone.parameters())
+    # The state that outlives the step (weights, EMA teachers, queues, DINO centres, BatchNorm statistics) stays
+    # fp32: a queue or centre written in bf16 would keep its rounding for every later step.
+    half = [k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_floating_point()
+            and t.dtype != torch.float32]
+    assert not half, f"{name}: state in half precision after a bf16 step: {half[:5]}"

@@ -62,15 +62,17 @@ def load_images(
         skipped_set = set(range(len(items))) - set(decoded.kept)
         saved = _cache.save_cached(key, decoded.array, sorted(skipped_set), f"{len(items)} images, first {items[0]}")
     if saved is not None:
-        hit = _cached(key, items)  # this process maps the shared file like the others; its private copy is freed
+        # This process maps the shared file like the others (its private copy is freed); the bytes were checksummed
+        # as they were written, a moment ago, so they are not hashed again.
+        hit = _cached(key, items, verify=False)
         if hit is not None:
             return hit
     return torch.from_numpy(decoded.array), decoded.kept, decoded.skipped
 
 
-def _cached(key: str, items: list) -> tuple[torch.Tensor, list[int], list[str]] | None:
+def _cached(key: str, items: list, verify: bool = True) -> tuple[torch.Tensor, list[int], list[str]] | None:
     """The cache entry of ``items`` as a tensor over its read-only memory map, or None."""
-    hit = _cache.load_cached(key)
+    hit = _cache.load_cached(key, verify=verify)
     if hit is None:
         return None
     array, skipped_idx = hit

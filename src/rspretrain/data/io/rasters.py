@@ -293,7 +293,8 @@ def read_raster(
         except (rasterio.errors.RasterioError, OSError, ValueError) as error:
             raise DataError(f"{path}: not a readable raster ({_one_line(error)})") from None
         if require_crs and file_crs is None:
-            raise DataError(f"{path}: GeoTIFF has no CRS (pass require_crs=False to read it without one)")
+            raise DataError(f"{path}: GeoTIFF has no CRS; to read it without one set require_crs false (pretraining: "
+                            "--data.dataset_options '{require_crs: false}')")
         file_nodata = nodatavals[0]
         if not all(_same_nodata(v, file_nodata) for v in nodatavals):
             raise DataError(f"{path}: bands have different nodata values {nodatavals}")

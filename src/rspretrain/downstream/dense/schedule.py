@@ -72,7 +72,8 @@ class DenseSchedule:
         device: torch device (``cpu``, ``cuda``, ``cuda:N``).
         devices: training processes (DDP); each draws ``batch_size`` crops of its own per step, and an epoch keeps
             ``crops_per_image`` crops per image over all of them. Rank 0 scores the test set.
-        precision: Lightning precision of training (``32-true``, ``bf16-mixed``, ``16-mixed``).
+        precision: Lightning precision of training (``32-true``, ``bf16-mixed``, ``16-mixed``, or ``auto``: bf16-mixed
+            where the hardware computes in bf16; :mod:`rspretrain.training.fast_step`).
         progress: show progress bars.
     """
 
@@ -107,10 +108,10 @@ class DenseSchedule:
             raise ConfigError(f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction}")
         if self.overlap is not None and not 0 <= self.overlap < self.crop_size:
             raise ConfigError(f"overlap must lie in [0, crop_size), got {self.overlap}")
-        from rspretrain.training.trainer import PRECISIONS, trainer_device
+        from rspretrain.training.fast_step import check_precision
+        from rspretrain.training.trainer import trainer_device
 
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision: {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.precision = check_precision(self.precision, "precision")
         trainer_device(self.device)  # an unknown device fails here, not after data loading
 
     def window_overlap(self, window: int) -> int:

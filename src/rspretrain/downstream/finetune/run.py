@@ -72,7 +72,8 @@ class FinetuneConfig:
         optim: :class:`~rspretrain.core.optim.OptimConfig` overrides.
         augment: :class:`~rspretrain.views.finetune_views.AugmentConfig` overrides.
         accelerator: Lightning accelerator (``auto`` picks a GPU when there is one).
-        precision: Lightning precision of training (``32-true``, ``bf16-mixed``, ``16-mixed``).
+        precision: Lightning precision of training (``32-true``, ``bf16-mixed``, ``16-mixed``, or ``auto``: bf16-mixed
+            where the hardware computes in bf16; :mod:`rspretrain.training.fast_step`).
         devices: training processes (DDP, under torchrun or spawned); ``batch_size`` is the global batch, split
             evenly over them. Rank 0 scores the test set and writes the outputs.
         progress: show progress bars.
@@ -218,10 +219,10 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None, cal
     from rspretrain.downstream.report.classification import classification_scores, plot_confusion_matrix
     from rspretrain.downstream.report.writer import report_meta, write_report
     from rspretrain.pretrain.export import export_backbone, export_scene_classifier
-    from rspretrain.training.trainer import PRECISIONS, TrainerConfig, build_trainer, fit, resume_checkpoint
+    from rspretrain.training.fast_step import check_precision
+    from rspretrain.training.trainer import TrainerConfig, build_trainer, fit, resume_checkpoint
 
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(f"precision: {cfg.precision!r} is not one of {', '.join(PRECISIONS)}")
+    cfg.precision = check_precision(cfg.precision, "precision")
     TrainerConfig(lightning=dict(cfg.trainer))  # a bad trainer.* key fails here, before any data is read
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1, got {cfg.epochs} and {cfg.batch_size}")

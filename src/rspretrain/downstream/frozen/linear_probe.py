@@ -12,13 +12,19 @@ one ``C`` mean different things for different backbones.
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from rspretrain.core.errors import ConfigError, DataError
 
 __all__ = ["linear_probe_predict"]
+
+log = logging.getLogger("rspretrain")
 
 
 def linear_probe_predict(
@@ -68,5 +74,15 @@ def linear_probe_predict(
 
     scaler = StandardScaler().fit(train)
     classifier = LogisticRegression(C=C, max_iter=max_iter, solver="lbfgs", random_state=seed)
-    classifier.fit(scaler.transform(train), labels)
+    # sklearn's ConvergenceWarning is several lines of advice about scaling (the features are scaled); one line of
+    # ours says what it means for the score instead.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        classifier.fit(scaler.transform(train), labels)
+    for w in caught:  # any other warning is passed on as it was
+        if not issubclass(w.category, ConvergenceWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        log.warning("linear probe: L-BFGS stopped at max_iter %d before converging; the score may be slightly low",
+                    max_iter)
     return classifier.predict(scaler.transform(test)).astype(np.int64)

@@ -52,6 +52,9 @@ class PretrainMethod(BackboneModule):
     smoke_overrides: ClassVar[dict[str, Any]] = {}
     #: Views made of each image (the crops taken per image when streamed data is cropped at decode time).
     views_per_image: ClassVar[int] = 2
+    #: Whether ``trainer.precision: auto`` may choose bf16-mixed for this method: True where the fixed-step parity
+    #: study (``benchmarks/precision_parity.py``) found equal accuracy, or where it was not run (the baselines).
+    auto_bf16: ClassVar[bool] = True
 
     def __init__(
         self,
