@@ -7,7 +7,7 @@ expected code, prints no traceback, ends in one line that says what was wrong (n
 whatever the case protects (a finished run, an earlier export, a complete report) is still intact afterwards.
 
 Prints one line per case (``ok`` / ``FAIL`` with the reason and the last line the user saw) and a summary line
-``hostile cases: N tried, M passed``; ``--json`` writes every case's outcome. Exit 1 when any case fails. About three
+``hostile cases: N tried, M passed``; ``--json`` writes every case's outcome. Exit 1 when any case fails. About five
 minutes on 2 cores (each case starts a Python process that imports torch).
 
 Usage:
@@ -49,9 +49,10 @@ class Case:
     outcome: dict = field(default_factory=dict)
 
 
-def cli(argv: list[str], env: dict, ready_signal=None, timeout: float = 300) -> tuple[int, str, str]:
+def cli(argv: list[str], env: dict, cwd: Path, ready_signal=None, timeout: float = 300) -> tuple[int, str, str]:
+    # In the temporary folder: a default out_dir (runs/moco) is the case's own, never the caller's runs.
     proc = subprocess.Popen([sys.executable, "-m", "rspretrain.apps.cli", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     if ready_signal is not None:
         ready, sig = ready_signal
         deadline = time.time() + timeout
@@ -76,18 +77,19 @@ def main() -> int:
     args = parser.parse_args()
     data = str(default_data_root())
     work = Path(tempfile.mkdtemp(prefix="rspretrain_hostile_"))
-    env = {**os.environ, "RSPRETRAIN_CACHE": str(work / "cache"), "PYTHONWARNINGS": "default"}
+    env = {**os.environ, "RSPRETRAIN_CACHE": str(work / "cache"), "PYTHONWARNINGS": "default",
+           "RSPRETRAIN_DATA": data}
     run = work / "run"
     ckpt = run / "checkpoints" / "last.ckpt"
     export = work / "export" / "backbone.safetensors"
 
     # The real material: one finished tiny run and its export, made once.
     base = ["pretrain", "--config", "moco_resnet18_eurosat", "--data.root", data, *TINY]
-    rc, _, err = cli([*base, "--trainer.max_steps", "4", "--trainer.out_dir", str(run)], env)
+    rc, _, err = cli([*base, "--trainer.max_steps", "4", "--trainer.out_dir", str(run)], env, work)
     if rc != 0:
         print(err[-3000:])
         raise SystemExit("could not make the tiny run the cases need")
-    rc, _, err = cli(["export", str(ckpt), "--to", str(export)], env)
+    rc, _, err = cli(["export", str(ckpt), "--to", str(export)], env, work)
     if rc != 0:
         print(err[-3000:])
         raise SystemExit("could not export the tiny run")
@@ -215,7 +217,7 @@ def main() -> int:
              setup=lambda: (work / "empty").mkdir(exist_ok=True), says=(str(work / "empty"),)),
         Case("NaN weights", lambda: ["evaluate", nan_ckpt, "--dataset", image_folder("ok", lambda f: None),
              "--protocol", "knn", "--out", str(work / "e_nan")], setup=make_nan_checkpoint,
-             says=("non-finite",)),
+             says=("moco", "not finite")),
         # exports and checkpoints from elsewhere
         Case("export --to an existing folder", ["export", str(ckpt), "--to", str(work)], says=(str(work),)),
         Case("export: invalid header JSON", lambda: ["evaluate", tampered_export("bad_json", header=b"{not json"),
@@ -250,7 +252,7 @@ def main() -> int:
             case.setup()
         argv = case.argv() if callable(case.argv) else case.argv
         start = time.perf_counter()
-        rc, out, err = cli(argv, env, case.signal_after)
+        rc, out, err = cli(argv, env, work, case.signal_after)
         said = last_line(err) or last_line(out)
         problems = []
         if rc != case.rc:

@@ -26,7 +26,8 @@ def test_wrong_type_names_the_key():
 
 def test_missing_data_path_names_it(tmp_path):
     missing = tmp_path / "nowhere"
-    res = _run("pretrain", "--config", "moco_resnet18_eurosat", "--data.dataset", f"folder:{missing}")
+    res = _run("pretrain", "--config", "moco_resnet18_eurosat", "--data.dataset", f"folder:{missing}",
+               "--trainer.out_dir", str(tmp_path / "run"))  # not the checkout's runs/moco, which may hold a run
     assert res.returncode == 2
     assert str(missing) in res.stderr and "Traceback" not in res.stderr
 

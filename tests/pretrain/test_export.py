@@ -58,6 +58,7 @@ def test_not_an_export_is_an_error(tmp_path):
     (lambda meta: {**meta, "arch": "no_such_net"}, "not a model of timm's local registry"),
     (lambda meta: {k: v for k, v in meta.items() if k != "in_chans"}, "metadata lacks in_chans"),
     (lambda meta: "{not json", "not valid JSON"),
+    (lambda meta: {**meta, "in_chans": 7}, r"weights do not fit resnet18 \(size mismatch for conv1.weight"),
 ])
 def test_tampered_or_foreign_metadata_is_one_error_and_never_reaches_the_network(method, tmp_path, tamper, message):
     # An architecture name read from a file is only ever a local timm model: a hub name would make timm download.
@@ -137,3 +138,28 @@ def test_an_existing_folder_as_target_is_refused_and_files_follow_the_umask(meth
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644 and path.with_suffix(".json").stat().st_mode & 0o777 == 0o644
+
+
+def _tampered(model, tmp_path, name, edit):
+    """The checkpoint entries load_method reads, of ``model``, edited by ``edit``, written to ``tmp_path/name``."""
+    ckpt = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+            "rspretrain": {"method": "moco", "class_path": "rspretrain.pretrain.methods.moco.MoCoV2"}}
+    edit(ckpt)
+    torch.save(ckpt, tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.pop("state_dict"), "a damaged or foreign checkpoint \\(no state_dict\\)"),
+    (lambda c: c["rspretrain"].update(method="nope"), "names method 'nope' but its class is .*MoCoV2 \\('moco'\\)"),
+    (lambda c: c["rspretrain"].pop("class_path") and c["rspretrain"].update(method="nope"), "'nope' is not registered"),
+    (lambda c: c["hyper_parameters"].update(no_such_argument=1), "hyper_parameters do not build MoCoV2"),
+    (lambda c: c["state_dict"].pop(next(iter(c["state_dict"]))), "weights do not fit MoCoV2 \\(missing"),
+])
+def test_a_tampered_checkpoint_is_one_error_naming_it(method, tmp_path, edit, message):
+    from rspretrain.pretrain.run import load_method
+
+    path = _tampered(method, tmp_path, "t.ckpt", edit)
+    with pytest.raises(DataError, match=f"t.ckpt: .*{message}"):
+        load_method(path)
+    assert load_method(_tampered(method, tmp_path, "ok.ckpt", lambda c: None)) is not None  # the untampered loads

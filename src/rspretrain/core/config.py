@@ -138,6 +138,9 @@ def parse_arguments(parser: Any, argv: list[str]) -> dict[str, Any]:
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         if lines and lines[0].startswith("unrecognized arguments:"):
             raise ConfigError(f"unknown config key(s): {lines[0].split(':', 1)[1].strip()}") from None
+        restricted = _restriction_message(parser, lines)
+        if restricted:
+            raise ConfigError(restricted) from None
         # "Parser key "x": <problem>", the first concrete cause of a Union mismatch, and the value given.
         head = lines[:1]
         causes = []
@@ -153,6 +156,28 @@ def parse_arguments(parser: Any, argv: list[str]) -> dict[str, Any]:
             head.append(causes[0] if causes[0].startswith("Problem") else
                         "expected one of: " + "; ".join(c.removeprefix("Expected a ") for c in causes))
         raise ConfigError(" ".join(head + given) or type(err).__name__) from None
+
+
+#: jsonargparse's restricted-number rules, as the range messages of ``core.ranges`` say them.
+_RULES = {"v>0": "> 0", "v>=0": ">= 0", "v>=0 and v<=1": "in [0, 1]", "v>0 and v<1": "in (0, 1)"}
+
+
+def _restriction_message(parser: Any, lines: list[str]) -> str | None:
+    """``--image-size must be > 0, got 0`` for jsonargparse's ``Parser key "image_size": Not of type PositiveInt: 0
+    does not conform to restriction v>0`` (the option as the user typed it, the rule in words); None for others."""
+    import re
+
+    if len(lines) < 2 or not lines[0].startswith("Parser key"):
+        return None
+    key = re.match(r'Parser key "([^"]+)"', lines[0])
+    rule = re.match(r"Not of type \w+: (.+) does not conform to restriction (.+)$", lines[1])
+    if not key or not rule:
+        return None
+    name = key.group(1)
+    # A command's own option (``image_size`` of ``evaluate``) as typed, ``--image-size``; config keys keep their name.
+    flag = name if "." in name else "--" + name.replace("_", "-")
+    value, restriction = rule.groups()
+    return f"{flag} must be {_RULES.get(restriction, 'such that ' + restriction)}, got {value}"
 
 
 def override_arguments(overrides: list[str] | dict[str, Any] | None) -> list[str]:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, list_optimizers
 from torch import nn
 
 from rspretrain.core.errors import ConfigError
@@ -70,6 +70,10 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         check_ranges("optim", vars(self))
+        name = self.name.lower()
+        if _TIMM_NAMES.get(name, name) not in list_optimizers():  # here, not at the first step's ValueError
+            raise ConfigError(f"optim.name: {self.name!r} is not an optimiser of timm's registry "
+                              "(e.g. sgd, nesterov, adamw, lars, lamb; timm.optim.list_optimizers() lists them)")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"optim.schedule: {self.schedule!r} is not one of {', '.join(SCHEDULES)}")
         if self.lr_scaling not in LR_SCALINGS:

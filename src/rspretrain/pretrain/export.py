@@ -168,10 +168,7 @@ def load_backbone(
     model = timm.create_model(
         meta["arch"], pretrained=False, num_classes=0, in_chans=meta["in_chans"], **(meta.get("timm_kwargs") or {})
     )
-    state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise DataError(f"{path}: weights do not fit {meta['arch']} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    load_weights(model, load_file(str(path)), path, meta["arch"])
     model.rs_meta = meta
     model.pretrained_cfg = {
         **getattr(model, "pretrained_cfg", {}),
@@ -210,8 +207,20 @@ def load_scene_classifier(
         fusion_channels=meta.get("fusion_channels", 256), fusion_weighting=meta.get("fusion_weighting", "channel"),
         dropout=meta.get("dropout", 0.0),
     )  # fmt: skip
-    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    if missing or unexpected:
-        raise DataError(f"{path}: weights do not fit the classifier (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    load_weights(model, load_file(str(path)), path, "the classifier")
     model.rs_meta = meta
     return model.eval()
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | Path, what: str) -> None:
+    """``model.load_state_dict(state)``, every key and shape required; a mismatch (a damaged or edited file whose
+    metadata and tensors disagree, e.g. another ``in_chans``) is one :class:`DataError` naming ``path``."""
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # torch lists every size mismatch; the first says enough
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        first = next((line for line in lines if line.startswith("size mismatch")), lines[0] if lines else "")
+        raise DataError(f"{path}: weights do not fit {what} ({first}); its metadata and tensors disagree "
+                        "(a damaged or edited file)") from None
+    if missing or unexpected:
+        raise DataError(f"{path}: weights do not fit {what} (missing {missing[:3]}, unexpected {unexpected[:3]})")

@@ -22,13 +22,14 @@ import yaml
 from rspretrain.core import provenance
 from rspretrain.core.checkpoint_io import atomic_write_text
 from rspretrain.core.config import constructor_parameters, instantiate_class_spec
-from rspretrain.core.errors import ConfigError, DataError
+from rspretrain.core.errors import ConfigError, DataError, RSPretrainError
 from rspretrain.core.json_io import write_json
 from rspretrain.core.rng_state import StepSeededRNG
 from rspretrain.pretrain.config import RunConfig, _defaults, full_config
 from rspretrain.pretrain.datamodule import PretrainDataModule
+from rspretrain.pretrain.export import load_weights
 from rspretrain.pretrain.methods import METHODS, PretrainMethod, get_method
-from rspretrain.training.fast_step import apply_fast_step, resolve_fast_step
+from rspretrain.training.fast_step import apply_fast_step, check_accelerator, resolve_fast_step
 from rspretrain.training.recipe import Recipe, resolve_recipe
 from rspretrain.training.run_folder import RunFolderLock, config_changes, is_first_process, prepare_run_folder
 from rspretrain.training.trainer import build_trainer, fit, resume_checkpoint
@@ -123,6 +124,7 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
     replaced (``overwrite``), never silently mixed; a resumed run that changes the data, model, views, optimiser or
     global batch of its checkpoint is refused unless ``allow_config_change`` (:mod:`rspretrain.training.run_folder`).
     """
+    check_accelerator(cfg.trainer.accelerator)  # a machine without the device: one line, before the run folder
     out = run_dir(cfg)
     first = is_first_process()
     with RunFolderLock(out) if first else contextlib.nullcontext():
@@ -192,7 +194,10 @@ def load_checkpoint(path: str | Path) -> dict:
         # mmap: reading the stamp (resume checks, info) does not read the weights; they are paged in when used
         ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for bad files
-        raise DataError(f"{path}: not a readable checkpoint ({str(err).splitlines()[0]})") from None
+        import zipfile
+
+        why = "not a torch.save zip archive" if not zipfile.is_zipfile(path) else str(err).splitlines()[0]
+        raise DataError(f"{path}: not a readable checkpoint ({why})") from None
     if not isinstance(ckpt, dict) or "rspretrain" not in ckpt:
         raise DataError(f"{path}: not an rspretrain checkpoint (no 'rspretrain' entry)")
     return ckpt
@@ -202,8 +207,26 @@ def load_method(path: str | Path) -> PretrainMethod:
     """Rebuild the method from a checkpoint's hyperparameters and load its weights (eval mode)."""
     ckpt = load_checkpoint(path)
     stamp = ckpt["rspretrain"]
-    # A user's own method is not in the registry: its checkpoint names its class.
-    method_cls = get_method(stamp["method"] if stamp["method"] in METHODS else stamp.get("class_path", stamp["method"]))
-    model = method_cls(**ckpt["hyper_parameters"])
-    model.load_state_dict(ckpt["state_dict"])
+    missing = [key for key in ("state_dict", "hyper_parameters") if not isinstance(ckpt.get(key), dict)]
+    if not isinstance(stamp, dict) or "method" not in stamp:
+        missing.append("rspretrain.method")
+    if missing:
+        raise DataError(f"{path}: a damaged or foreign checkpoint (no {', '.join(missing)})")
+    name, class_path = stamp["method"], stamp.get("class_path")
+    if name in METHODS:
+        method_cls = METHODS[name]
+    elif class_path:  # a user's own method is not in the registry: its checkpoint names its class
+        method_cls = get_method(class_path)
+        registered = next((key for key, cls in METHODS.items() if cls is method_cls), None)
+        if registered is not None:  # a registered class under another name: the stamp was edited
+            raise DataError(f"{path}: its stamp names method {name!r} but its class is {class_path} ({registered!r}); "
+                            "a damaged or edited checkpoint")
+    else:
+        raise DataError(f"{path}: method {name!r} is not registered and the checkpoint names no class_path")
+    try:
+        model = method_cls(**ckpt["hyper_parameters"])
+    except (TypeError, ValueError, RSPretrainError) as err:
+        raise DataError(f"{path}: its hyper_parameters do not build {method_cls.__name__} "
+                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
+    load_weights(model, ckpt["state_dict"], path, method_cls.__name__)
     return model.eval()
