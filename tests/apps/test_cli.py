@@ -252,3 +252,17 @@ def test_out_of_range_values_are_one_line_before_any_data_is_read(capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert key in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_pretraining_prints_none_of_the_other_libraries_expected_noise(tmp_path, data_root):
+    # Lightning's litlogger tip and TPU/HPU lines, its pytree deprecation warning and its "weights_only was not set"
+    # on the final save are expected and harmless; the user sees rspretrain's lines and the progress only.
+    res = _run("pretrain", "--config", "moco_resnet18_eurosat", "--data.root", str(data_root), "--data.max_per_class",
+               "4", "--data.batch_size", "8", "--model.image_size", "32", "--model.queue_size", "16",
+               "--model.backbone", "resnet10t", "--trainer.max_steps", "2", "--trainer.progress_bar", "false",
+               "--trainer.out_dir", str(tmp_path / "run"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    output = res.stdout + res.stderr
+    for noise in ("Tip", "litlogger", "TPU available", "HPU available", "LeafSpec", "weights_only", "Warning"):
+        assert noise not in output, f"{noise!r} in the output:\n{output}"
+    assert "rspretrain: fast step:" in output and "rspretrain: final checkpoint:" in output

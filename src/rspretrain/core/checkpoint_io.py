@@ -46,6 +46,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         os.chmod(tmp, default_file_mode())  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException as err:
+        try:
+            written = os.path.getsize(tmp)
+        except OSError:
+            written = 0
         Path(tmp).unlink(missing_ok=True)
         interrupt = next((e for e in _chain(err) if isinstance(e, (KeyboardInterrupt, SystemExit))), None)
         if interrupt is not None and interrupt is not err:
@@ -57,7 +61,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             free = shutil.disk_usage(path.parent).free / 2**30
             first = str(failed).strip().splitlines()[0] if str(failed).strip() else type(failed).__name__
             kept = "the earlier file is kept" if path.exists() else "nothing was written"
-            raise DataError(f"{path}: could not be written ({first}; {free:.2f} GB free on its disk); {kept}") from None
+            raise DataError(f"{path}: could not be written ({first}; it needs more than the {written / 2**20:.1f} MB "
+                            f"written; {free:.2f} GB free on its disk); {kept}") from None
         raise
 
 

@@ -117,6 +117,21 @@ def test_no_crs(tmp_path):
     assert RasterTiles(raster, tile=4)[0]["crs"] == ""
 
 
+def test_the_no_crs_message_names_a_config_route_that_works(tmp_path):
+    from rspretrain.data.build import build_dataset
+    from rspretrain.pretrain.config import load_config
+
+    path = _write(tmp_path / "plain.tif", np.arange(3 * 8 * 8, dtype=np.float32).reshape(3, 8, 8), crs=None)
+    with pytest.raises(DataError, match=r"--data.dataset_options '\{require_crs: false\}'"):
+        build_dataset(f"geotiff:{path}", image_size=4)
+    # what the message tells a user to type, through the config parser, reaches the reader
+    cfg = load_config("moco_resnet18_eurosat", ["--data.dataset", f"geotiff:{path}", "--data.dataset_options",
+                                                "{require_crs: false}"])
+    assert cfg.data.dataset_options == {"require_crs": False}
+    tiles = build_dataset(cfg.data.dataset, image_size=4, **cfg.data.dataset_options)
+    assert len(tiles) == 4 and tiles[0]["crs"] == ""
+
+
 def test_unreadable_files(tmp_path, data_root):
     with pytest.raises(DataError, match="absent.tif: no such file"):
         read_raster(tmp_path / "absent.tif")
