@@ -62,6 +62,12 @@ def test_export_and_info_on_a_trained_checkpoint(tmp_path, data_root, capsys):
     assert main(["info", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert '"arch": "resnet18"' in out and '"global_step": 2' in out and '"git_commit"' in out
+    # timm's folder layout from the command line; timm builds it from the folder alone
+    import timm
+
+    assert main(["export", str(ckpt), "--to", str(tmp_path / "bb_timm"), "--format", "timm"]) == 0
+    assert "local-dir:" in capsys.readouterr().out
+    assert timm.create_model(f"local-dir:{tmp_path / 'bb_timm'}", pretrained=True, num_classes=0).num_features == 512
 
 
 def _folder_with_one_truncated_jpeg(root):

@@ -163,3 +163,29 @@ def test_a_tampered_checkpoint_is_one_error_naming_it(method, tmp_path, edit, me
     with pytest.raises(DataError, match=f"t.ckpt: .*{message}"):
         load_method(path)
     assert load_method(_tampered(method, tmp_path, "ok.ckpt", lambda c: None)) is not None  # the untampered loads
+
+
+def test_the_timm_folder_layout_loads_in_timm_and_in_rspretrain_with_the_same_features(method, tmp_path):
+    from rspretrain.core.errors import ConfigError
+    from rspretrain.pretrain.export import export_timm_folder
+
+    folder = export_timm_folder(method, tmp_path / "bb", source="run.ckpt")
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == "resnet18" and config["model_args"]["in_chans"] == 4
+    assert config["pretrained_cfg"]["mean"] == [0.1, 0.2, 0.3, 0.4] and config["rspretrain"]["source"] == "run.ckpt"
+    x = torch.rand(2, 4, 32, 32)
+    with torch.no_grad():
+        expected = method.backbone_to_export().model.eval()(x)
+        by_timm = timm.create_model(f"local-dir:{folder}", pretrained=True, num_classes=0).eval()(x)
+        by_us = backbones.load(folder, band_names=("blue", "green", "red", "nir")).eval()(x)
+    torch.testing.assert_close(by_timm, expected)
+    torch.testing.assert_close(by_us, expected)
+    with pytest.raises(BandMismatchError):
+        backbones.load(folder, in_chans=3)
+    # a second export replaces the folder as one unit; a folder that is not an export is refused
+    assert export_timm_folder(method, folder) == folder and not list(tmp_path.glob(".bb.*"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not an earlier timm-layout export"):
+        export_timm_folder(method, tmp_path / "other")

@@ -213,6 +213,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.network not in exportable:
             raise ConfigError(f"--network {args.network}: {method.method_name} exports {', '.join(exportable)}")
         method.export_from = args.network
+    if args.format == "timm":
+        from rspretrain.pretrain.export import export_timm_folder
+
+        folder = export_timm_folder(method, args.to, source=args.checkpoint)
+        print(f"exported {method.export_from} backbone in timm's layout: {folder} (config.json, model.safetensors, "
+              f"README.md); timm.create_model('local-dir:{folder}', pretrained=True, num_classes=0) loads it")
+        return 0
     path = export_backbone(method, args.to, source=args.checkpoint)
     print(f"exported {method.export_from} backbone: {path} (+ {path.with_suffix('.json').name})")
     return 0
@@ -450,6 +457,9 @@ def build_parser(benchmark_arguments: bool = True):
     p.add_argument("--to", required=True)
     p.add_argument("--network", choices=("student", "teacher"), default=None,
                    help="which network's backbone (default: the method's own choice, e.g. GeoKR's teacher)")
+    p.add_argument("--format", choices=("safetensors", "timm"), default="safetensors",
+                   help="safetensors: one file + JSON; timm: a folder in timm's layout (config.json, "
+                   "model.safetensors, README.md) for timm.create_model('local-dir:PATH') and the Hugging Face hub")
 
     p = sub.add_parser(
         "prepare",

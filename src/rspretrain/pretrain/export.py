@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Sequence
@@ -48,23 +49,83 @@ def export_backbone(method, path: str | Path, source: str | None = None) -> Path
     return _save_with_metadata(backbone.model.state_dict(), method.export_metadata(), path, source)
 
 
+def export_timm_folder(method, folder: str | Path, source: str | None = None) -> Path:
+    """Write ``method``'s exported backbone in timm's folder layout: ``config.json`` (``architecture``, ``model_args``,
+    ``pretrained_cfg`` with the bands' mean / std and the input size, written by timm's own
+    ``save_config_for_hf``; rspretrain's metadata under ``"rspretrain"``), ``model.safetensors`` (the timm state
+    dict, with the same metadata in its header as :func:`export_backbone`'s file) and a model card ``README.md``.
+
+    ``timm.create_model("local-dir:FOLDER", pretrained=True)`` builds it, ``push_to_hf_hub`` / ``huggingface-cli
+    upload`` publish it, and :func:`load_backbone` reads it with the band check. The folder is one unit: written
+    beside, then swapped in with SIGINT / SIGTERM held, so an interrupted export leaves the earlier folder whole.
+    """
+    from timm.models import save_for_hf
+
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not (folder / "config.json").is_file())):
+        raise ConfigError(f"{folder}: exists and is not an earlier timm-layout export; give a new or empty folder")
+    net = method.backbone_to_export().model
+    meta = _stamped(method.export_metadata(), source)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    old = folder.with_name(f".{folder.name}.old")
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        preprocessing = {"mean": tuple(meta["mean"]), "std": tuple(meta["std"]),
+                         "input_size": tuple(meta["input_size"])}
+        # timm's own writer for config.json (and a plain model.safetensors, replaced below by the same tensors with
+        # rspretrain's metadata in the header, so the file alone still carries its bands)
+        save_for_hf(net, str(tmp), model_config={"pretrained_cfg": preprocessing, "rspretrain": meta},
+                    safe_serialization=True, data_config=preprocessing)
+        weights = tmp / "model.safetensors"
+        save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(weights),
+                  metadata={META_KEY: json.dumps(meta)})
+        for written in tmp.iterdir():
+            os.chmod(written, default_file_mode())
+        (tmp / "README.md").write_text(_model_card(folder.name, meta))
+        with _signals_held():
+            if folder.exists():
+                folder.rename(old)
+            tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _model_card(name: str, meta: dict[str, Any]) -> str:
+    """A Hugging Face model card (YAML front matter + text) for a timm-layout export."""
+    bands = ", ".join(map(str, meta.get("band_names") or [])) or f"{meta['in_chans']} unnamed bands"
+    return (f"---\nlibrary_name: timm\ntags:\n- timm\n- remote-sensing\n- rspretrain\n- {meta.get('method')}\n"
+            f"pipeline_tag: image-feature-extraction\n---\n# {name}\n\n"
+            f"A {meta['arch']} backbone pretrained with {meta.get('method')} by rspretrain "
+            f"{meta.get('rspretrain_version')} (source: {meta.get('source')}).\n\n"
+            f"- Bands, in order: {bands}; value scale: {meta.get('value_scale')}\n"
+            f"- Normalisation: mean {meta['mean']}, std {meta['std']}; input size {meta['input_size']}\n\n"
+            f"Load: `timm.create_model('local-dir:PATH', pretrained=True, num_classes=0)`, or "
+            "`rspretrain.backbones.load(PATH, band_names=...)`, which checks the bands. The method, recipe and "
+            "provenance are in `config.json` under `rspretrain`.\n")
+
+
+def _stamped(meta: dict[str, Any], source: str | None) -> dict[str, Any]:
+    """``meta`` plus where and when it was exported."""
+    from rspretrain import __version__
+
+    return {**meta, "source": str(source) if source else None, "rspretrain_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
 def _save_with_metadata(state: dict[str, torch.Tensor], meta: dict[str, Any], path: str | Path,
                         source: str | None) -> Path:
     """Write ``state`` to ``path`` (.safetensors) with ``meta`` in its header and in ``path.json``, atomically."""
-    from rspretrain import __version__
-
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path} is a folder; give the export's file name, e.g. {path / 'backbone.safetensors'}")
     if path.suffix != ".safetensors":
         path = path.with_suffix(".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {
-        **meta,
-        "source": str(source) if source else None,
-        "rspretrain_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    meta = _stamped(meta, source)
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     tmp = path.with_name(f".{path.name}.tmp")
     sidecar = path.with_suffix(".json")
@@ -161,6 +222,8 @@ def load_backbone(
         band_names: the bands the caller will feed, in order; checked against the export.
         in_chans: the band count the caller will feed; checked against the export.
     """
+    if Path(path).is_dir():  # timm's folder layout (export_timm_folder): its weights file has the same header
+        path = Path(path) / "model.safetensors"
     meta = read_metadata(path)
     if meta.get("kind") == "scene_classifier":
         raise DataError(f"{path}: an exported scene classifier, not a backbone (use load_scene_classifier)")
