@@ -32,3 +32,9 @@ def test_rgb_bands_are_found_under_any_sensor_naming():
     assert rgb_indices(["b2", "b3", "b4", "b5"], 4) == (2, 1, 0)
     assert rgb_indices(None, 3) == (0, 1, 2) and rgb_indices(None, 4) is None
     assert rgb_indices(["vv", "vh"], 2) is None
+
+
+def test_a_count_mismatch_names_both_band_lists_when_both_sides_name_them():
+    with pytest.raises(BandMismatchError, match=r"x.tif: data has 2 bands but the model expects 3 \(data \['B08', "
+                                                r"'B04'\], model \['red', 'green', 'blue'\]\)"):
+        check_bands(["red", "green", "blue"], ["B08", "B04"], "x.tif", in_chans=3, actual_count=2)

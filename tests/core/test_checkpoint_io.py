@@ -40,7 +40,8 @@ def test_a_write_without_space_is_one_line_and_keeps_the_earlier_file(tmp_path):
     assert len(lines) == 2, out.stdout
     assert lines[0].startswith(f"DataError: {ckpt}: could not be written (") and "GB free on its disk" in lines[0]
     assert lines[0].endswith("the earlier file is kept") and "File too large" in lines[0]  # the cause, not the zip
-    assert "it needs more than the 1.0 MB written" in lines[0]  # the size limit it ran into
+    assert "it needs about 4.0 MB, 1.0 MB were written" in lines[0]  # 2**20 float32s; the limit it ran into
     assert lines[1].startswith(f"DataError: {text}: could not be written (") and "File too large" in lines[1]
+    assert "it needs about 2.0 MB" in lines[1]
     assert torch.load(ckpt, weights_only=True)["w"].numel() == 10 and text.read_text() == "earlier"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "metrics.json"]  # no temporary left

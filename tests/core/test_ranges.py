@@ -14,7 +14,7 @@ from rspretrain.core.errors import ConfigError
 from rspretrain.core.optim import OptimConfig
 from rspretrain.core.ranges import RANGES, Range, check_range
 from rspretrain.pretrain import methods
-from rspretrain.pretrain.config import DataConfig, load_config
+from rspretrain.pretrain.config import DataConfig, MonitorConfig, load_config
 from rspretrain.training.backbone_module import DATA_DERIVED
 from rspretrain.training.trainer import TrainerConfig
 
@@ -28,7 +28,8 @@ def _numeric_keys() -> dict[str, str]:
     """``section.key -> config that has it`` for every numeric key of the sections and of every method."""
     keys: dict[str, str] = {}
     default = methods.get_method("moco").default_config
-    for section, cls in (("data", DataConfig), ("optim", OptimConfig), ("trainer", TrainerConfig)):
+    for section, cls in (("data", DataConfig), ("optim", OptimConfig), ("trainer", TrainerConfig),
+                         ("monitor", MonitorConfig)):
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             if _numeric(hints[f.name]):
@@ -69,7 +70,7 @@ def test_a_value_outside_the_range_is_one_line_naming_the_key(key):
 
 def _annotation(key: str):
     section, name = key.split(".", 1)
-    classes = {"data": DataConfig, "optim": OptimConfig, "trainer": TrainerConfig}
+    classes = {"data": DataConfig, "optim": OptimConfig, "trainer": TrainerConfig, "monitor": MonitorConfig}
     if section in classes:
         return typing.get_type_hints(classes[section])[name]
     cls = methods.get_method(load_config(KEYS[key]).method)

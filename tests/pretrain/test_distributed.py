@@ -211,9 +211,10 @@ def test_a_killed_two_rank_run_resumes_with_each_ranks_losses(source, tmp_path, 
     # ResNet: per-rank BatchNorm and shuffle-BN across ranks are in the resumed computation too. Streamed: each rank
     # reads its own chunks, and the loader position in the checkpoint brings both back inside the epoch.
     data = ({"data.root": str(data_root), "data.max_per_class": 4} if source == "memory" else
-            # No worker processes: litdata forks its workers again at every epoch, in the middle of DDP, and on
-            # CPython 3.11 such a fork once deadlocked in CI (the child blocked in PyOS_AfterFork_Child on the
-            # interpreter's thread-state lock; gdb stack in the issue 14 note). Workers' state is covered on one rank.
+            # No worker processes: forking a DDP rank's workers once deadlocked in CI on CPython 3.11 (the child
+            # blocked in PyOS_AfterFork_Child; gdb stack in the issue 14 note), so several ranks now start them with
+            # forkserver (data.worker_start auto; tests/pretrain/test_streaming.py), whose start-up (seconds per
+            # launch) this three-launch test would pay; workers' state is covered on one rank.
             {"data.dataset": f"shards:{request.getfixturevalue('prepared')}", "data.num_workers": 0})
     base = {
         **data, "data.batch_size": 8, "model.backbone": "resnet10t",

@@ -170,3 +170,27 @@ def test_geokr_on_tiles_without_land_cover_is_refused_before_training(data_root,
                                               "data.dataset_options": {}, "data.batch_size": 8})
     with pytest.raises(DataError, match="has no land-cover proportions; method 'geokr' learns from them"):
         build(cfg)
+
+
+def test_workers_start_from_a_clean_process_on_several_ranks_and_read_the_same_batches(prepared):
+    dm = PretrainDataModule(f"shards:{prepared}", batch_size=8, num_workers=1)
+    assert dm.worker_context() is None  # one rank: torch's default (fork on Linux)
+
+    class TwoRanks:
+        world_size = 2
+
+    dm.trainer = TwoRanks()
+    assert dm.worker_context() == "forkserver"  # a DDP rank has other threads: forking it once deadlocked
+    assert PretrainDataModule(f"shards:{prepared}", num_workers=0, worker_start="spawn").worker_context() is None
+    with pytest.raises(ConfigError, match="data.worker_start must be one of auto, fork, forkserver, spawn, got 'x'"):
+        PretrainDataModule(f"shards:{prepared}", worker_start="x")
+
+    def first_batches(start):
+        dm = PretrainDataModule(f"shards:{prepared}", batch_size=8, num_workers=1, worker_start=start)
+        dm.setup("fit")
+        dm.set_decode_crops(32, ((0.2, 1.0), (0.2, 1.0)))
+        loader = iter(dm.train_dataloader())
+        return [next(loader)["image"] for _ in range(2)]
+
+    for forked, spawned in zip(first_batches("fork"), first_batches("spawn")):
+        torch.testing.assert_close(forked, spawned, rtol=0, atol=0)  # the start method never changes the data

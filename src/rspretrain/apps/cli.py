@@ -19,7 +19,16 @@ log = logging.getLogger("rspretrain")
 
 
 def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+    """``"a,b"`` -> ``["a", "b"]``; commas inside ``{}`` / ``[]`` / ``()`` stay (``torchgeo:X{bands: [B04, B03]}``)."""
+    parts, depth, current = [], 0, ""
+    for char in value:
+        depth += (char in "{[(") - (char in "}])")
+        if char == "," and depth <= 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    return [v.strip() for v in [*parts, current] if v.strip()]
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -96,9 +105,11 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(full_config(cfg), sort_keys=False), end="")
         return 0
+    from rspretrain.downstream.frozen.knn_monitor import monitor_callbacks
     from rspretrain.pretrain.run import pretrain
 
-    final = pretrain(cfg, resume=resume, overwrite=overwrite, allow_config_change=allow_change)
+    final = pretrain(cfg, resume=resume, overwrite=overwrite, allow_config_change=allow_change,
+                     callbacks=monitor_callbacks(cfg))
     print(f"checkpoint: {final}")
     return 0
 
@@ -162,19 +173,24 @@ def _plan_options(tail: list[str]) -> tuple[list[str], dict]:
 
 
 def run_evaluation(source: str, datasets: list[str], protocols: list[str], out: Path, root: str | None,
-                   max_train_per_class: int | None, image_size: int | None, batch_size: int) -> list:
+                   max_train_per_class: int | None, image_size: int | None, batch_size: int,
+                   embedding_points: int = 1000, weights_file: str | None = None) -> list:
     from rspretrain.downstream.frozen import evaluate_scene_classification, format_table
+    from rspretrain.downstream.frozen.scene_benchmark import embedding_map_path
     from rspretrain.downstream.sources import encoder_specs
 
-    specs = encoder_specs(source, image_size=image_size)
+    specs = encoder_specs(source, image_size=image_size, weights_file=weights_file)
     results = evaluate_scene_classification(
         specs, datasets, protocols=tuple(protocols), root=root, out_dir=out,
-        max_train_per_class=max_train_per_class, batch_size=batch_size,
+        max_train_per_class=max_train_per_class, batch_size=batch_size, embedding_points=embedding_points,
     )
     print(format_table(results))
     print(f"metrics: {out / 'metrics.json'}")
     print(f"table:   {out / 'results.md'}")
     print(f"plot:    {out / 'scores.png'}")
+    if embedding_points:
+        for name in datasets:
+            print(f"t-SNE:   {embedding_map_path(out, name)}")
     return results
 
 
@@ -183,6 +199,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.task != "scene":  # dense tasks: segmentation | change | detection
         from rspretrain.downstream.dense.evaluate import evaluate_dense_source
 
+        if args.weights_file is not None:
+            from rspretrain.core.errors import ConfigError
+
+            raise ConfigError("--weights-file: torchgeo's weights are scored by scene evaluation (--task scene) only")
+
         evaluate_dense_source(args.source, args.task, args.dataset, out if args.out else out / args.task,
                               args.epochs, args.freeze_backbone, args.image_size, args.batch_size,
                               _csv(args.predict_raster or ""), data_root=args.data_root, precision=args.precision,
@@ -190,7 +211,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                               devices=args.devices)
         return 0
     run_evaluation(args.source, _csv(args.dataset or "eurosat,ucmerced"), _csv(args.protocol), out, args.data_root,
-                   args.max_train_per_class, args.image_size, args.batch_size or 256)
+                   args.max_train_per_class, args.image_size, args.batch_size or 256, args.embedding_points,
+                   weights_file=args.weights_file)
     return 0
 
 
@@ -198,7 +220,8 @@ def _default_eval_dir(source: str) -> Path:
     path = Path(source)
     if path.suffix == ".ckpt" and path.parent.name == "checkpoints":
         return path.parent.parent / "eval"
-    return Path("runs") / "eval" / (path.stem if path.suffix else source.replace(":", "_"))
+    named = source.partition(":")[0] in ("random", "timm", "torchgeo")  # ENUM.MEMBER is not a file suffix
+    return Path("runs") / "eval" / (path.stem if path.suffix and not named else source.replace(":", "_"))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -213,6 +236,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.network not in exportable:
             raise ConfigError(f"--network {args.network}: {method.method_name} exports {', '.join(exportable)}")
         method.export_from = args.network
+    if args.format == "torchgeo":
+        from rspretrain.pretrain.export import export_torchgeo
+
+        path = export_torchgeo(method, args.to, source=args.checkpoint)
+        meta = method.export_metadata()
+        print(f"exported {method.export_from} backbone for torchgeo: {path}; torchgeo.trainers.ClassificationTask("
+              f"model='{meta['arch']}', weights='{path}', in_channels={meta['in_chans']}, ...) loads it")
+        return 0
     if args.format == "timm":
         from rspretrain.pretrain.export import export_timm_folder
 
@@ -292,7 +323,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The quickstart's online kNN monitor (``--knn-monitor``): held-out EuroSAT, 1,000 / 500 images, every 100 steps.
+QUICKSTART_MONITOR = {"monitor.dataset": "eurosat", "monitor.every_n_steps": 100, "monitor.max_train_per_class": 100,
+                      "monitor.max_test_per_class": 50}
+
+
 def cmd_quickstart(args: argparse.Namespace) -> int:
+    from rspretrain.downstream.frozen.knn_monitor import CURVES_FILE, monitor_callbacks
     from rspretrain.pretrain.config import load_config
     from rspretrain.pretrain.run import pretrain
 
@@ -307,9 +344,13 @@ def cmd_quickstart(args: argparse.Namespace) -> int:
         overrides.update({"trainer.precision": "32-true", "trainer.channels_last": False})
     if args.data_root:
         overrides["data.root"] = args.data_root
+    if args.knn_monitor:
+        overrides.update(QUICKSTART_MONITOR)
     cfg = load_config("moco_resnet18_eurosat", overrides)
     print(f"[1/2] pretraining MoCo v2 ResNet-18 on EuroSAT train for {args.minutes:g} min (at most {args.steps} steps)")
-    final = pretrain(cfg, overwrite=args.overwrite)
+    final = pretrain(cfg, overwrite=args.overwrite, callbacks=monitor_callbacks(cfg))
+    if args.knn_monitor:
+        print(f"curves:  {out / CURVES_FILE} (loss; kNN top-1 on held-out EuroSAT every 100 steps)")
     print(f"[2/2] evaluating {final} (kNN + linear probe; random-init and image statistics beside it)")
     run_evaluation(str(final), ["eurosat", "ucmerced"], ["knn", "linear"], out / "eval", args.data_root,
                    args.max_train_per_class, None, 256)
@@ -424,18 +465,24 @@ def build_parser(benchmark_arguments: bool = True):
     )
 
     p = sub.add_parser("evaluate", help="kNN / linear probe (scenes) or fine-tuned segmentation / change / detection "
-                       "of a checkpoint, exported backbone, random:ARCH or timm:ARCH")
+                       "of a checkpoint, exported backbone, random:ARCH, timm:ARCH or torchgeo:ENUM.MEMBER "
+                       "(with --weights-file)")
     p.add_argument("source")
     p.add_argument("--task", choices=("scene", "segmentation", "change", "detection"), default="scene",
                    help="scene classification (default) or a dense task, each next to a random-init backbone")
     p.add_argument("--protocol", default="knn,linear")
     p.add_argument("--dataset", "--data", dest="dataset", default=None,
-                   help="scene: comma list of eurosat, ucmerced, folder:PATH (default eurosat,ucmerced); "
+                   help="scene: comma list of eurosat, ucmerced, folder:PATH, torchgeo:CLASS{key: value, ...} "
+                   "(default eurosat,ucmerced); "
                    "segmentation: dubai or an image/mask folder; change: levir or a LEVIR-CD-layout folder; "
                    "detection: neon, a COCO json, a VOC folder or images with CSV/XML boxes (default: the shared set)")
     p.add_argument("--data-root", default=None, help="folder holding eurosat_rgb/, ucmerced/ (default ../shared/data)")
     p.add_argument("--out", default=None)
     p.add_argument("--max-train-per-class", type=PositiveInt, default=None)
+    p.add_argument("--weights-file", default=None,
+                   help="the local file of a torchgeo:ENUM.MEMBER source (torchgeo's published .pth; never downloaded)")
+    p.add_argument("--embedding-points", type=NonNegativeInt, default=1000,
+                   help="scene: a t-SNE map per model of this many test images, side by side (embeddings_*.png); 0: none")
     p.add_argument("--image-size", type=PositiveInt, default=None,
                    help="scene: input size; dense tasks: crop/window size")
     p.add_argument("--batch-size", type=PositiveInt, default=None, help="default 256 (scene) or the dense task's")
@@ -457,9 +504,10 @@ def build_parser(benchmark_arguments: bool = True):
     p.add_argument("--to", required=True)
     p.add_argument("--network", choices=("student", "teacher"), default=None,
                    help="which network's backbone (default: the method's own choice, e.g. GeoKR's teacher)")
-    p.add_argument("--format", choices=("safetensors", "timm"), default="safetensors",
+    p.add_argument("--format", choices=("safetensors", "timm", "torchgeo"), default="safetensors",
                    help="safetensors: one file + JSON; timm: a folder in timm's layout (config.json, "
-                   "model.safetensors, README.md) for timm.create_model('local-dir:PATH') and the Hugging Face hub")
+                   "model.safetensors, README.md) for timm.create_model('local-dir:PATH') and the Hugging Face hub; "
+                   "torchgeo: one file for torchgeo's tasks (weights=PATH)")
 
     p = sub.add_parser(
         "prepare",
@@ -536,6 +584,11 @@ def build_parser(benchmark_arguments: bool = True):
     p.add_argument("--overwrite", action="store_true", help="replace an earlier quickstart run in --out")
     p.add_argument("--data-root", default=None)
     p.add_argument("--max-train-per-class", type=PositiveInt, default=None)
+    # On by default until benchmarks/knn_monitor_overhead.py has measured it on the quickstart: the rule is that it
+    # stays on unless it slows the quickstart's pretraining by more than 5 %, in which case this default becomes False.
+    p.add_argument("--knn-monitor", action=argparse.BooleanOptionalAction, default=True,
+                   help="score a weighted kNN on held-out EuroSAT every 100 steps while pretraining (logs/metrics.csv, "
+                        "training_curves.png); --no-knn-monitor: off")
 
     p = sub.add_parser(
         "finetune",

@@ -86,7 +86,8 @@ def check_bands(expected: Sequence[str] | None, actual: Sequence[str] | None, wh
     """Raise :class:`BandMismatchError` naming ``where`` if the data's bands differ in count or meaning/order from
     the model's. Names are compared through :func:`canonical_band`; a side without names is checked by count only."""
     if in_chans is not None and actual_count is not None and in_chans != actual_count:
-        raise BandMismatchError(f"{where}: data has {actual_count} bands but the model expects {in_chans}")
+        named = f" (data {list(actual)}, model {list(expected)})" if expected is not None and actual is not None else ""
+        raise BandMismatchError(f"{where}: data has {actual_count} bands but the model expects {in_chans}{named}")
     if expected is None or actual is None:
         return
     if len(expected) != len(actual):

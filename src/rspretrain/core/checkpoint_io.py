@@ -30,10 +30,13 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb",
+                 size: int | None = None) -> None:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``.
 
-    A reader (or a process killed mid-write) sees the old file or the new one, never half of one.
+    A reader (or a process killed mid-write) sees the old file or the new one, never half of one. ``size`` (bytes,
+    when the caller knows it) is what a full disk's message says the file needed; without it the message gives
+    the lower bound it reached.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,8 +64,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             free = shutil.disk_usage(path.parent).free / 2**30
             first = str(failed).strip().splitlines()[0] if str(failed).strip() else type(failed).__name__
             kept = "the earlier file is kept" if path.exists() else "nothing was written"
-            raise DataError(f"{path}: could not be written ({first}; it needs more than the {written / 2**20:.1f} MB "
-                            f"written; {free:.2f} GB free on its disk); {kept}") from None
+            needs = (f"it needs about {size / 2**20:.1f} MB, {written / 2**20:.1f} MB were written"
+                     if size is not None and size > written else
+                     f"it needs more than the {written / 2**20:.1f} MB written")
+            raise DataError(f"{path}: could not be written ({first}; {needs}; {free:.2f} GB free on its disk); "
+                            f"{kept}") from None
         raise
 
 
@@ -84,14 +90,25 @@ def _write_failed(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "file write failed" in str(err)
 
 
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of the tensors in a nested dict/list/tuple: a checkpoint's size, less its small pickled rest."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to ``path`` atomically."""
-    atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f), size=tensor_bytes(obj))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
-    atomic_write(path, lambda f: f.write(text), mode="w")
+    atomic_write(path, lambda f: f.write(text), mode="w", size=len(text.encode()))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -73,6 +73,10 @@ RANGES: dict[str, Range] = {
     "trainer.budget_minutes": POSITIVE, "trainer.ckpt_every_n_steps": AT_LEAST_1, "trainer.devices": AT_LEAST_1,
     "trainer.log_every_n_steps": AT_LEAST_1, "trainer.max_epochs": POSITIVE, "trainer.max_steps": AT_LEAST_1,
     "trainer.max_time_minutes": POSITIVE, "trainer.num_nodes": AT_LEAST_1,
+    # monitor (the online kNN monitor)
+    "monitor.batch_size": AT_LEAST_1, "monitor.every_n_steps": AT_LEAST_1, "monitor.k": AT_LEAST_1,
+    "monitor.max_test_per_class": AT_LEAST_1, "monitor.max_train_per_class": AT_LEAST_1,
+    "monitor.temperature": POSITIVE,
     # model (every registered method's constructor; the data-derived ones are set from the data)
     "model.alpha": NON_NEGATIVE, "model.base_momentum": UNIT, "model.center_momentum": UNIT,
     "model.consistency_weight": NON_NEGATIVE, "model.ema_momentum": UNIT, "model.fft_unmasked_weight": NON_NEGATIVE,

@@ -19,6 +19,7 @@ from rspretrain.data.scenes.cifar10 import CIFAR10Subset
 from rspretrain.data.scenes.eurosat import EuroSAT
 from rspretrain.data.scenes.scene_folder import SceneFolder, split_indices
 from rspretrain.data.scenes.ucmerced import UCMerced
+from rspretrain.data.torchgeo_source import open_torchgeo
 
 #: The spec forms :func:`build_dataset` accepts, as listed in its error message.
 SPEC_FORMS = (
@@ -30,6 +31,7 @@ SPEC_FORMS = (
     "geotiff:PATH[,PATH...][;PATH...]",
     "landcover:PATH[,PATH...][;PATH...]",
     "shards:DIR",
+    "torchgeo:CLASS[{key: value, ...}]",
 )
 
 #: The spec forms whose images are files that ``rspretrain prepare`` can write to shards as they are.
@@ -127,6 +129,13 @@ def build_dataset(
       :class:`~rspretrain.data.SceneCollection`, each scene aligned to ``land_cover`` in its own CRS; with
       ``labels``, give one file per scene, also separated by ``;``. ``within`` (one region in one CRS) is refused
       with several scenes.
+    * ``"torchgeo:CLASS"`` or ``"torchgeo:CLASS{key: value, ...}"`` -> a
+      :class:`~rspretrain.data.torchgeo_source.TorchGeoSource` over torchgeo's dataset class (``torchgeo.datasets``,
+      or a subclass by import path) built with those keyword arguments and ``kwargs``; its ``root`` is the spec's
+      (relative ones, and relative ``paths``, found under ``root`` when they do not exist from the current folder),
+      else ``root``; ``split`` goes to the class's ``split`` argument;
+      a GeoDataset is cut into the chips of a torchgeo sampler (``sampler``, ``sampler_options``); ``band_names``
+      and ``value_scale`` override what the adapter derives (:mod:`rspretrain.data.torchgeo_source`).
 
     Other keyword arguments go to the dataset's constructor (the common ones: ``cache``, ``skip_corrupt``).
 
@@ -146,6 +155,10 @@ def build_dataset(
         scenes = list_raster_scenes(spec, root=root, split=split, image_size=image_size, **kwargs)
         tiles = [scenes.build(i) for i in range(len(scenes))]
         return tiles[0] if len(tiles) == 1 else SceneCollection(tiles)
+    if sep and argument.strip() and kind == "torchgeo":
+        # the class's own root / paths are found as other specs' paths are (as written, else under the data root)
+        return open_torchgeo(argument, split=split, image_size=image_size, data_root=root,
+                             resolve_path=lambda path: str(_data_path(path, root)), **kwargs)
     if sep and argument.strip() and kind in ("folder", "unlabeled"):
         if kind == "folder":
             scene_options, split_options = _options(spec, (SceneFolder.__init__, split_indices), kwargs)

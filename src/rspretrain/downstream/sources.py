@@ -1,9 +1,10 @@
 """Turn what a user points ``rspretrain evaluate`` at into encoders to score.
 
 A source is a pretraining checkpoint (``.ckpt``), an exported backbone (``.safetensors``),
-``random:ARCH``, or ``timm:ARCH`` (timm's own pretrained weights, e.g. ImageNet; they download
-from the Hugging Face hub on first use). Every report also gets a ``random-init`` encoder of the same architecture,
-band count and input size, so each number stands next to what no pretraining gives.
+``random:ARCH``, ``timm:ARCH`` (timm's own pretrained weights, e.g. ImageNet; they download
+from the Hugging Face hub on first use), or ``torchgeo:ENUM.MEMBER`` (torchgeo's published weights, read from a local
+``weights_file``: :mod:`rspretrain.downstream.torchgeo_weights`). Every report also gets a ``random-init`` encoder of
+the same architecture, band count and input size, so each number stands next to what no pretraining gives.
 """
 
 from __future__ import annotations
@@ -56,8 +57,22 @@ def timm_pretrained_spec(arch: str, image_size: int | None = None) -> EncoderSpe
                        tuple(cfg.get("std", (0.229, 0.224, 0.225))), size, RGB_BANDS, 255.0)
 
 
-def encoder_specs(source: str, image_size: int | None = None, with_random_init: bool = True) -> list[EncoderSpec]:
-    """Encoders for ``source`` (plus the random-init row unless disabled)."""
+def encoder_specs(source: str, image_size: int | None = None, with_random_init: bool = True,
+                  weights_file: str | Path | None = None) -> list[EncoderSpec]:
+    """Encoders for ``source`` (plus the random-init row unless disabled); ``weights_file`` is the local file of a
+    ``torchgeo:ENUM.MEMBER`` source (and of no other)."""
+    if weights_file is not None and not source.startswith("torchgeo:"):
+        raise ConfigError(f"--weights-file {weights_file}: it is the file of a torchgeo:ENUM.MEMBER source, not of "
+                          f"{source}")
+    if source.startswith("torchgeo:"):
+        from rspretrain.downstream.torchgeo_weights import torchgeo_weights_spec
+
+        spec = torchgeo_weights_spec(source, weights_file, image_size)
+        specs = [spec]
+        if with_random_init:
+            specs.append(random_init_spec(spec.encoder.rs_arch, len(spec.mean), spec.image_size, spec.mean, spec.std,
+                                          spec.band_names, spec.value_scale))
+        return specs
     if source.startswith("random:"):
         arch = source.split(":", 1)[1]
         size = image_size or 64
@@ -93,7 +108,8 @@ def encoder_specs(source: str, image_size: int | None = None, with_random_init: 
                            float(method.hparams.get("value_scale", 255.0)))
     else:
         raise ConfigError(
-            f"{source}: not a checkpoint (.ckpt), exported backbone (.safetensors), random:ARCH or timm:ARCH"
+            f"{source}: not a checkpoint (.ckpt), exported backbone (.safetensors), random:ARCH, timm:ARCH or "
+            "torchgeo:ENUM.MEMBER"
         )
     specs = [spec]
     if with_random_init:

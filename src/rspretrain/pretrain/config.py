@@ -3,8 +3,8 @@
 One parser (:func:`config_parser`, jsonargparse -- the parser under LightningCLI -- with Lightning's conventions)
 reads a pretraining run from any number of ``--config`` files (later ones override earlier ones) and
 ``--section.key value`` overrides (values parsed as YAML, so ``--optim.lr 0.1`` is a float and
-``--data.max_per_class null`` is None). A run config has the sections ``data``, ``model``, ``optim``, ``views`` and
-``trainer`` plus ``method``, ``seed`` and ``datamodule``:
+``--data.max_per_class null`` is None). A run config has the sections ``data``, ``model``, ``optim``, ``views``,
+``trainer`` and ``monitor`` plus ``method``, ``seed`` and ``datamodule``:
 
 - ``method``: a registered name (``moco``, ``cmid``...) or a user's own :class:`PretrainMethod` subclass by its
   import path (``mypackage.methods.MyMethod``);
@@ -13,6 +13,8 @@ reads a pretraining run from any number of ``--config`` files (later ones overri
   (bands, mean/std, value scale, classes) are linked from it through its ``model_kwargs()``;
 - ``trainer``: :class:`~rspretrain.training.trainer.TrainerConfig` plus any ``lightning.Trainer`` argument
   (``gradient_clip_val``, ``accumulate_grad_batches``...), callbacks and loggers by ``class_path``.
+- ``monitor``: :class:`MonitorConfig`, the online kNN monitor (off unless ``monitor.dataset`` is set; it does not
+  change what is trained, so ``--resume`` may change it).
 
 An unknown key or a value of the wrong type is one :class:`~rspretrain.core.errors.ConfigError` line that names the
 key. The ``model`` and ``views`` sections are checked against the chosen method's constructor and view recipe.
@@ -77,9 +79,36 @@ class DataConfig:
     #: when the decoded images would exceed ``memory_limit_gb``).
     loading: str = "auto"
     memory_limit_gb: float = 8.0
+    #: How streamed data's DataLoader workers start: ``fork``, ``forkserver``, ``spawn`` or ``auto`` (forkserver when
+    #: the run has several ranks, else fork; see PretrainDataModule).
+    worker_start: str = "auto"
 
     def __post_init__(self) -> None:
         check_ranges("data", vars(self))
+
+
+@dataclass
+class MonitorConfig:
+    """The online kNN monitor: every ``every_n_steps`` steps a weighted kNN (k, temperature) on held-out labelled
+    images scores the student backbone (:class:`~rspretrain.downstream.frozen.knn_monitor.KNNMonitor`).
+
+    Off while ``dataset`` is None. ``dataset`` is a labelled scene dataset as ``rspretrain evaluate --dataset`` names
+    it (``eurosat``, ``ucmerced``, ``folder:PATH``, ...): its train split, at most ``max_train_per_class`` images per
+    class, is the kNN's memory, its test split, at most ``max_test_per_class`` per class, is scored. ``root`` is its
+    data root (None: ``data.root``); ``batch_size`` is images per forward pass of the monitor.
+    """
+
+    dataset: str | None = None
+    root: str | None = None
+    every_n_steps: int = 100
+    k: int = 20
+    temperature: float = 0.07
+    max_train_per_class: int = 100
+    max_test_per_class: int = 50
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        check_ranges("monitor", vars(self))
 
 
 @dataclass
@@ -96,6 +125,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     #: A user's own LightningDataModule (``{"class_path": ..., "init_args": {...}}``); None: ``data`` builds ours.
     datamodule: dict[str, Any] | None = None
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,6 +182,7 @@ def build_run_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
         views=_checked("views", build_dataclass(method_cls.views_config_class, raw.get("views") or {}, "views")),
         trainer=build_dataclass(TrainerConfig, raw.get("trainer") or {}, "trainer"),
         datamodule=datamodule,
+        monitor=build_dataclass(MonitorConfig, raw.get("monitor") or {}, "monitor"),
     )
 
 
@@ -175,6 +206,7 @@ def config_parser():
     parser.add_argument("--model", type=dict[str, Any], default={}, help="the method's constructor arguments")
     parser.add_argument("--optim", type=OptimConfig, default=OptimConfig())
     parser.add_argument("--views", type=dict[str, Any], default={}, help="the method's view recipe")
+    parser.add_argument("--monitor", type=MonitorConfig, default=MonitorConfig(), help="the online kNN monitor")
     # Any lightning.Trainer argument (callbacks and loggers by class_path), then the harness's own settings.
     # trainer.precision is ours (it adds ``auto`` and admits only the precisions the methods are built for).
     added = parser.add_class_arguments(L.Trainer, "trainer", skip=set(HARNESS_TRAINER_ARGS) | {"precision"},
@@ -183,10 +215,11 @@ def config_parser():
     for f in dataclasses.fields(TrainerConfig):
         if f.name == "lightning":
             continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
         if f"trainer.{f.name}" in added:
-            parser.set_defaults({f"trainer.{f.name}": f.default})
+            parser.set_defaults({f"trainer.{f.name}": default})
         else:
-            parser.add_argument(f"--trainer.{f.name}", type=hints[f.name], default=f.default)
+            parser.add_argument(f"--trainer.{f.name}", type=hints[f.name], default=default)
     return parser
 
 

@@ -39,6 +39,10 @@ def batch_as_is(batch: Any) -> Any:
     return batch
 
 
+#: ``data.worker_start`` choices (see :meth:`PretrainDataModule.worker_context`).
+WORKER_STARTS = ("auto", "fork", "forkserver", "spawn")
+
+
 class PretrainDataModule(L.LightningDataModule):
     """Batches of ``{"image": uint8/raw (B, C, H, W), ...}`` from any dataset spec.
 
@@ -51,6 +55,8 @@ class PretrainDataModule(L.LightningDataModule):
         max_per_class: keep at most this many images per class (quick runs).
         batch_size: per-device batch size.
         num_workers: DataLoader workers (0 is right for in-memory data).
+        worker_start: how streamed data's workers start (``auto``, ``fork``, ``forkserver``, ``spawn``; see
+            :meth:`worker_context`).
         skip_corrupt: skip unreadable images (counted) instead of failing.
         stats_max_images: images used to measure band statistics.
         natural_dataset: a labeled natural-image dataset spec ("cifar10", "folder:PATH") paired
@@ -94,6 +100,7 @@ class PretrainDataModule(L.LightningDataModule):
         storage_options: dict[str, Any] | None = None,
         loading: str = "auto",
         memory_limit_gb: float = 8.0,
+        worker_start: str = "auto",
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -108,6 +115,9 @@ class PretrainDataModule(L.LightningDataModule):
         if loading not in ("auto", "memory", "stream"):
             raise ConfigError(f"data.loading must be auto, memory or stream, got {loading!r}")
         self.loading, self.memory_limit_gb = loading, float(memory_limit_gb)
+        if worker_start not in WORKER_STARTS:
+            raise ConfigError(f"data.worker_start must be one of {', '.join(WORKER_STARTS)}, got {worker_start!r}")
+        self.worker_start = worker_start
         self.dataset = self.natural = None
         self.streamed = str(dataset).startswith(SHARDS_PREFIX)
         if natural_dataset is not None and str(natural_dataset).startswith(SHARDS_PREFIX) != self.streamed:
@@ -389,4 +399,22 @@ class PretrainDataModule(L.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
             drop_last=True,
+            multiprocessing_context=self.worker_context(),
         )
+
+    def worker_context(self) -> str | None:
+        """The start method of the streamed loader's workers (None: torch's default, fork on Linux).
+
+        litdata's loader starts its workers again at every epoch, so under DDP they are forked from a process whose
+        other threads (the process group's, litdata's chunk readers) may hold interpreter locks at that moment: on
+        CPython 3.11 such a fork deadlocked a two-rank CI run (the child blocked in ``PyOS_AfterFork_Child``). A
+        forkserver child is forked from a clean single-threaded server process instead. ``auto`` uses it when the
+        run has several ranks, where the deadlock was seen, and plain fork on one rank, where starting a worker
+        costs less (``benchmarks/worker_start.py`` measures both).
+        """
+        if self.num_workers == 0:
+            return None
+        if self.worker_start != "auto":
+            return self.worker_start
+        world = self.trainer.world_size if self.trainer is not None else 1
+        return "forkserver" if world > 1 else None

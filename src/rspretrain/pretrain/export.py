@@ -94,6 +94,63 @@ def export_timm_folder(method, folder: str | Path, source: str | None = None) ->
     return folder
 
 
+def export_torchgeo(method, path: str | Path, source: str | None = None) -> Path:
+    """Write ``method``'s exported backbone as a file torchgeo's tasks take as ``weights=PATH``.
+
+    torchgeo's trainers (``ClassificationTask``, ``RegressionTask``, ``SemanticSegmentationTask``, ``MoCoTask``, ...)
+    read a path with ``torchgeo.trainers.utils.extract_backbone``: a ``torch.load``-able dict whose
+    ``hyper_parameters["model"]`` is the timm architecture and whose ``state_dict`` holds the backbone under
+    ``model.``; they build ``timm.create_model(model, in_chans=in_channels)`` (a segmentation task: the encoder of
+    that name) and load it. So the file is ``{"state_dict": {"model." + timm key: tensor}, "hyper_parameters":
+    {"model": arch, "in_channels": in_chans}, "rspretrain": metadata}`` (bands, mean/std, value scale: torchgeo does
+    not read them; pass ``in_channels`` equal to ``in_chans``). It loads with ``weights_only=True``. Written to a
+    temp file, then renamed into place with SIGINT / SIGTERM held; a path without a suffix gets ``.ckpt``.
+
+    Raises:
+        ConfigError: ``path`` is a folder; or torchgeo's ``timm.create_model(arch, in_chans=...)`` would not build
+            this backbone's shapes (e.g. a ViT or Swin trained at another input size: torchgeo passes no ``img_size``),
+            or a timm key holds ``model.`` (torchgeo strips every occurrence).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; give the export's file name, e.g. {path / 'backbone.ckpt'}")
+    if not path.suffix:
+        path = path.with_suffix(".ckpt")
+    net = method.backbone_to_export().model
+    meta = json.loads(dumps(_stamped(method.export_metadata(), source)))  # plain types: weights_only loads them
+    state = {k: v.detach().contiguous().cpu().clone() for k, v in net.state_dict().items()}
+    rebuilt = timm.create_model(meta["arch"], pretrained=False, num_classes=0, in_chans=meta["in_chans"]).state_dict()
+    differing = [k for k in state if k not in rebuilt or tuple(rebuilt[k].shape) != tuple(state[k].shape)]
+    differing += [k for k in rebuilt if k not in state]
+    if differing:
+        key = differing[0]
+        shapes = (f" ({tuple(state[key].shape)} here, {tuple(rebuilt[key].shape)} in torchgeo's)"
+                  if key in state and key in rebuilt else "")
+        raise ConfigError(f"--format torchgeo: torchgeo builds timm.create_model({meta['arch']!r}, in_chans="
+                          f"{meta['in_chans']}) with no other arguments, and that model differs from this backbone "
+                          f"(built with {meta.get('timm_kwargs') or {}}) at {key!r}{shapes}; export as safetensors "
+                          "or --format timm instead")
+    clashing = [k for k in state if "model." in k]
+    if clashing:
+        raise ConfigError(f"--format torchgeo: the timm key {clashing[0]!r} holds 'model.', which torchgeo's "
+                          "extract_backbone strips everywhere; this backbone cannot be written in torchgeo's layout")
+    checkpoint = {
+        "state_dict": {f"model.{k}": v for k, v in state.items()},
+        "hyper_parameters": {"model": meta["arch"], "in_channels": meta["in_chans"]},
+        META_KEY: meta,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        torch.save(checkpoint, tmp)
+        os.chmod(tmp, default_file_mode())
+        with _signals_held():
+            tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def _model_card(name: str, meta: dict[str, Any]) -> str:
     """A Hugging Face model card (YAML front matter + text) for a timm-layout export."""
     bands = ", ".join(map(str, meta.get("band_names") or [])) or f"{meta['in_chans']} unnamed bands"

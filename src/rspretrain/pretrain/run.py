@@ -118,13 +118,20 @@ def pretrain(cfg: RunConfig, resume: bool | str | None = None, callbacks: Sequen
     ``resume`` continues exactly: weights, optimiser, schedule, queue and teacher come from the
     checkpoint; the data order and the augmentation draws are functions of the step
     (:class:`StepIndexedBatchSampler`, :class:`StepSeededRNG`).
-    ``callbacks`` are added to the trainer's (e.g. monitors in tests and benchmarks).
+    ``callbacks`` are added to the trainer's (e.g. monitors in tests and benchmarks). The ``monitor:`` section is
+    implemented by a callback of a later stage (the kNN lives in ``downstream/``), so a set ``monitor.dataset`` needs
+    ``callbacks=monitor_callbacks(cfg)`` (:mod:`rspretrain.downstream.frozen.knn_monitor`; the command line passes
+    it) and is refused without it rather than silently ignored.
 
     The run folder is locked for the run's lifetime, and a folder that holds a run is continued (``resume``) or
     replaced (``overwrite``), never silently mixed; a resumed run that changes the data, model, views, optimiser or
     global batch of its checkpoint is refused unless ``allow_config_change`` (:mod:`rspretrain.training.run_folder`).
     """
     check_accelerator(cfg.trainer.accelerator)  # a machine without the device: one line, before the run folder
+    monitored = any(getattr(cb, "config_section", None) == "monitor" for cb in callbacks)
+    if cfg.monitor.dataset is not None and not monitored:
+        raise ConfigError(f"monitor.dataset is {cfg.monitor.dataset!r} but pretrain() got no monitor callback: pass "
+                          "callbacks=monitor_callbacks(cfg) (rspretrain.downstream.frozen.knn_monitor)")
     out = run_dir(cfg)
     first = is_first_process()
     with RunFolderLock(out) if first else contextlib.nullcontext():

@@ -2,7 +2,7 @@
 
 :func:`build_trainer` turns a :class:`TrainerConfig` into a ``lightning.Trainer`` with what every run gets from one
 place: accelerator / devices / nodes / strategy (DDP), precision (``bf16-mixed``, ``16-mixed``), a progress bar,
-CSV + TensorBoard logs under ``<out>/logs``, atomic checkpoints (:class:`~rspretrain.core.checkpoint_io.
+CSV + TensorBoard logs under ``<out>/logs`` (W&B and MLflow by choice, :mod:`rspretrain.training.loggers`), atomic checkpoints (:class:`~rspretrain.core.checkpoint_io.
 AtomicCheckpointIO`) at ``<out>/checkpoints/last.ckpt`` every ``ckpt_every_n_steps`` steps and at the end, an optional
 time budget (:class:`~rspretrain.core.time_budget.TimeBudget`) and, through the modules, the non-finite-loss stop
 (:func:`~rspretrain.core.non_finite_loss.stop_if_not_finite`). :func:`resume_checkpoint` finds what ``--resume``
@@ -14,7 +14,6 @@ through this harness next to a plain PyTorch loop over the same module and batch
 
 from __future__ import annotations
 
-import csv
 import inspect
 import logging
 import warnings
@@ -27,9 +26,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.layer_sync import TorchSyncBatchNorm
-from lightning.pytorch.utilities import rank_zero_only
 
 from rspretrain.core.checkpoint_io import AtomicCheckpointIO
 from rspretrain.core.errors import ConfigError, DataError
@@ -41,6 +38,7 @@ from rspretrain.training.fast_step import (
     check_precision,
     resolve_precision,
 )
+from rspretrain.training.loggers import RecordLoggerRuns, build_loggers, check_loggers
 
 __all__ = ["HARNESS_TRAINER_ARGS", "TimmSyncBatchNorm", "TrainerConfig", "build_trainer", "fit", "resume_checkpoint",
            "trainer_device"]
@@ -100,6 +98,9 @@ class TrainerConfig:
         channels_last: backbone weights and inputs in NHWC (``auto``: for convolutional backbones).
         compile: a ``torch.compile`` backend for the backbones (``""``: off; a failure falls back to eager).
         progress_bar: show the progress bar.
+        loggers: ``csv`` (always), ``tensorboard``, ``wandb`` (offline), ``mlflow`` (a local store); see
+            :mod:`rspretrain.training.loggers`.
+        logger_options: keyword arguments per logger (``{wandb: {project: ..., offline: false}}``).
         lightning: any further ``lightning.Trainer`` argument (``gradient_clip_val``, ``accumulate_grad_batches``,
             ...); ``callbacks`` and ``logger`` as ``{class_path, init_args}`` specs (Lightning's convention), added
             to the harness's own.
@@ -122,12 +123,15 @@ class TrainerConfig:
     channels_last: bool | str = "auto"
     compile: str = ""
     progress_bar: bool = True
+    loggers: list[str] = field(default_factory=lambda: ["csv", "tensorboard"])
+    logger_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     lightning: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.precision = check_precision(self.precision)
         self.channels_last = check_channels_last(self.channels_last)
         self.compile = check_compile_backend(self.compile)
+        self.loggers = check_loggers(self.loggers, self.logger_options)
         if self.budget_clock not in CLOCKS:
             raise ConfigError(f"trainer.budget_clock: {self.budget_clock!r} is not one of {', '.join(CLOCKS)}")
         taken = sorted(set(self.lightning) & (HARNESS_TRAINER_ARGS | {f.name for f in fields(self)}))
@@ -183,7 +187,7 @@ def build_trainer(
         max_epochs: epochs (None: steps only).
         callbacks: added after the harness's own.
         resume_from: the checkpoint a run resumes from (its CSV log keeps the rows before that step).
-        tensorboard: also write TensorBoard events.
+        tensorboard: False: no TensorBoard events even when ``cfg.loggers`` names them (short downstream runs).
         use_distributed_sampler: let Lightning shard a map-style dataset (False: our samplers shard themselves).
         accelerator, devices: override ``cfg``'s (e.g. from a ``device`` string, see :func:`trainer_device`).
     """
@@ -207,9 +211,10 @@ def build_trainer(
     loggers: list = []
     plugins: list = []
     if out is not None:
-        loggers = [_csv_logger(out, resume_from)]
-        if tensorboard:
-            loggers.append(TensorBoardLogger(out, name="logs", version=""))
+        names = [n for n in cfg.loggers if tensorboard or n != "tensorboard"]
+        loggers = build_loggers(names, cfg.logger_options, out, resume_from)
+        if len(loggers) > 1 + ("tensorboard" in names):
+            callbacks.append(RecordLoggerRuns(out))
         callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="last",
                                          every_n_train_steps=cfg.ckpt_every_n_steps, save_top_k=1,
                                          enable_version_counter=False))
@@ -295,27 +300,3 @@ def fit(trainer: L.Trainer, module: L.LightningModule, out: Path | None, resume_
     if trainer.is_global_zero:
         log.info("final checkpoint: %s (step %d)", final, trainer.global_step)
     return final
-
-
-def _csv_logger(out: Path, resume_from: Path | None) -> CSVLogger:
-    """``logs/metrics.csv``; on resume it keeps the rows of the steps the checkpoint holds.
-
-    Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts; a resumed run
-    would lose its history. The rows logged before the checkpoint's step are read first and
-    written back (rows after it were lost with the kill and are logged again).
-    """
-    logger = CSVLogger(out, name="logs", version="")
-    path = Path(logger.log_dir) / "metrics.csv"
-    if resume_from is None or not path.is_file() or rank_zero_only.rank != 0:
-        return logger
-    step = int(torch.load(resume_from, map_location="cpu", weights_only=True, mmap=True)["global_step"])
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        keys, rows = list(reader.fieldnames or []), [r for r in reader if r.get("step") and int(r["step"]) < step]
-    writer = logger.experiment  # this removes the old file
-    with open(writer.metrics_file_path, "w", newline="") as f:
-        out_csv = csv.DictWriter(f, fieldnames=keys)
-        out_csv.writeheader()
-        out_csv.writerows(rows)
-    writer.metrics_keys = keys
-    return logger

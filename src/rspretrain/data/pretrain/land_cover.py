@@ -416,7 +416,7 @@ class LandCoverLabels:
         pq.write_table(table, sink)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = sink.getvalue().to_pybytes()
-        atomic_write(path, lambda f: f.write(data))
+        atomic_write(path, lambda f: f.write(data), size=len(data))
         return path
 
 

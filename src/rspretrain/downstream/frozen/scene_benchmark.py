@@ -12,12 +12,15 @@ Splits (ours, deterministic; see ``shared/data/MANIFEST.md``):
 - ``ucmerced``: ``trainval`` (80 %) vs ``test`` (20 %) -- the common "80 % train" protocol -- decoded at 256 px
   (44 of the 2,100 originals are a few pixels smaller).
 - ``folder:PATH``: the datasets package's ``train`` vs ``test`` split of an image folder, at native size.
+- ``torchgeo:CLASS{key: value, ...}``: the torchgeo dataset class's own ``train`` vs ``test`` split, at native size
+  (a labelled NonGeoDataset; :mod:`rspretrain.data.torchgeo_source`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,12 +34,14 @@ from rspretrain.downstream.frozen.image_statistics import image_statistics_featu
 from rspretrain.downstream.frozen.knn import knn_predict
 from rspretrain.downstream.frozen.linear_probe import linear_probe_predict
 from rspretrain.downstream.report.bootstrap import bootstrap_accuracy
+from rspretrain.downstream.report.embedding_plot import embedding_subsample, plot_embeddings
 from rspretrain.downstream.report.record import BASELINE_MODEL, Result
 from rspretrain.downstream.report.writer import report_meta, write_report
 
 __all__ = [
     "PROTOCOLS",
     "SceneSubset",
+    "embedding_map_path",
     "evaluate_scene_classification",
     "load_scene_splits",
     "run_protocol",
@@ -54,6 +59,7 @@ _SPLIT_PLANS: dict[str, tuple[str, str, int | None]] = {
     "ucmerced": ("trainval", "test", 256),
 }
 _FOLDER_PREFIX = "folder:"
+_TORCHGEO_PREFIX = "torchgeo:"
 
 
 def scene_split_plan(name: str) -> tuple[str, str, int | None]:
@@ -64,9 +70,10 @@ def scene_split_plan(name: str) -> tuple[str, str, int | None]:
     """
     if name in _SPLIT_PLANS:
         return _SPLIT_PLANS[name]
-    if name.startswith(_FOLDER_PREFIX) and len(name) > len(_FOLDER_PREFIX):
+    if name.startswith((_FOLDER_PREFIX, _TORCHGEO_PREFIX)) and len(name.partition(":")[2].strip()) > 0:
         return ("train", "test", None)
-    raise ConfigError(f"unknown evaluation dataset '{name}'; valid: {', '.join(_SPLIT_PLANS)}, folder:PATH")
+    raise ConfigError(f"unknown evaluation dataset '{name}'; valid: {', '.join(_SPLIT_PLANS)}, folder:PATH, "
+                      "torchgeo:CLASS{key: value, ...}")
 
 
 def subsample_per_class(labels: np.ndarray | torch.Tensor, n_per_class: int) -> np.ndarray:
@@ -138,6 +145,9 @@ def load_scene_splits(
         kwargs["root"] = root
     train = build_dataset(name, split=train_split, **kwargs)
     test = build_dataset(name, split=test_split, **kwargs)
+    if getattr(train, "classes", None) is None or getattr(test, "classes", None) is None:
+        raise DataError(f"{name}: its samples carry no class label (scene evaluation needs one integer label per "
+                        "image and the class names)")
     if list(train.classes) != list(test.classes):
         raise DataError(f"{name}: train classes {list(train.classes)} differ from test classes {list(test.classes)}")
     if max_train_per_class is not None:
@@ -170,6 +180,23 @@ def run_protocol(
     raise ConfigError(f"unknown evaluation protocol '{protocol}'; valid: {', '.join(PROTOCOLS)}")
 
 
+def embedding_map_path(out_dir: str | os.PathLike, dataset_name: str) -> Path:
+    """``<out_dir>/embeddings_<dataset>.png``, the dataset's name made a file name (``folder:/a/b`` -> ``folder_a_b``)."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", dataset_name).strip("_")[-60:] or "dataset"
+    return Path(out_dir) / f"embeddings_{slug}.png"
+
+
+def _write_embedding_map(out_path: Path, dataset_name: str, features: dict[str, np.ndarray], labels: np.ndarray,
+                         classes: list[str], results: list[Result], seed: int) -> None:
+    knn = {r.model: r for r in results if r.dataset == dataset_name and r.task == "knn"}
+    subtitles = {m: f"kNN {100 * knn[m].value():.1f} %" for m in features if m in knn}
+    path = embedding_map_path(out_path, dataset_name)
+    logger.info("%s: t-SNE of %d test images for %d model(s)", dataset_name, len(labels), len(features))
+    plot_embeddings(features, labels, classes, path, f"{dataset_name}: test features (t-SNE), by class", subtitles,
+                    seed)
+    logger.info("wrote %s", path)
+
+
 def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Z-score both sides with train statistics (constant columns are left centred, not divided by zero)."""
     mean = train.mean(axis=0)
@@ -195,6 +222,7 @@ def evaluate_scene_classification(
     linear_C: float = 1.0,
     n_resamples: int = 1000,
     progress: bool = True,
+    embedding_points: int = 0,
 ) -> list[Result]:
     """Score frozen encoders on scene-classification datasets with kNN and linear-probe protocols.
 
@@ -215,6 +243,9 @@ def evaluate_scene_classification(
         linear_C: Inverse L2 strength of the linear probe.
         n_resamples: Bootstrap resamples per 95 % interval.
         progress: Show tqdm bars during feature extraction.
+        embedding_points: With ``out_dir``, also draw ``embeddings_<dataset>.png``: a t-SNE map per encoder of the
+            same (at most) this many test images, side by side, coloured by class
+            (:mod:`~rspretrain.downstream.report.embedding_plot`); 0: no map.
 
     Returns:
         One :class:`~rspretrain.downstream.report.record.Result` per (dataset, model, protocol; the task is the protocol), datasets outermost, the baseline first per dataset.
@@ -238,6 +269,8 @@ def evaluate_scene_classification(
         raise ConfigError("nothing to evaluate: no encoders given and include_image_statistics is False")
     if max_train_per_class is not None and max_train_per_class < 1:
         raise ConfigError(f"max_train_per_class must be >= 1, got {max_train_per_class}")
+    if isinstance(embedding_points, bool) or not isinstance(embedding_points, int) or embedding_points < 0:
+        raise ConfigError(f"embedding_points must be an integer >= 0, got {embedding_points!r}")
 
     out_path = Path(out_dir) if out_dir is not None else None
     settings: dict[str, Any] = {
@@ -286,11 +319,18 @@ def evaluate_scene_classification(
             train_x, test_x = _standardise(train_x, test_x)
             baseline_extra = {"standardised": True}
             score(BASELINE_MODEL, dataset_name, (train_x, train_y), (test_x, test_y), num_classes, baseline_extra)
+        mapped: dict[str, np.ndarray] = {}
+        shown = embedding_subsample(len(test_set), embedding_points, seed) if embedding_points else None
         for spec in specs:
             logger.info("%s | %s: extracting features at %d px", dataset_name, spec.name, spec.image_size)
             train = extract_features(spec, train_set, batch_size=batch_size, device=device, progress=progress)
             test = extract_features(spec, test_set, batch_size=batch_size, device=device, progress=progress)
             score(spec.name, dataset_name, train, test, num_classes, {"image_size": spec.image_size})
+            if shown is not None:
+                mapped[spec.name] = test[0][shown]
+        if out_path is not None and mapped:
+            _write_embedding_map(out_path, dataset_name, mapped, test[1][shown], list(train_set.classes), results,
+                                 seed)
 
     if out_path is not None:
         write_report(out_path, results, meta, title="Scene classification (frozen features)")

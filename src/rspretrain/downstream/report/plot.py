@@ -5,10 +5,14 @@ initialisation) are grey and the baseline hatched, so the eye reads the other ba
 at 0 so bar heights are proportional to the scores. Panel titles shorten long dataset labels (a ``folder:`` path
 shows its last two parts) and wrap, so they stay readable. Rendering uses the Agg canvas directly (no pyplot): it
 works headless and never changes the global backend.
+
+:func:`plot_training_curves` draws a training run's curves from its ``metrics.csv``: the loss and, when the run had
+the online kNN monitor, its accuracy in a second panel on the same step axis.
 """
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import textwrap
@@ -17,7 +21,7 @@ from pathlib import Path
 from rspretrain.core.errors import DataError
 from rspretrain.downstream.report.record import BASELINE_MODEL, METRIC_LABELS, Result, columns
 
-__all__ = ["plot_scores", "short_label"]
+__all__ = ["plot_scores", "plot_training_curves", "short_label"]
 
 #: Rows every comparison is read against: drawn grey.
 REFERENCE_MODELS = (BASELINE_MODEL, "random-init")
@@ -103,4 +107,55 @@ def plot_scores(results: list[Result], path: str | os.PathLike, title: str | Non
     if heading:
         fig.suptitle(heading, fontsize=12)
     fig.savefig(path, dpi=130)
+    return path
+
+
+def plot_training_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike, title: str | None = None,
+                         loss_key: str = "train/loss", accuracy_key: str = "monitor/knn_accuracy") -> Path:
+    """A run's training curves from its ``logs/metrics.csv``: the loss against the step and, in a second panel below
+    it on the same step axis, the online kNN top-1 (%) when the run logged one
+    (:mod:`rspretrain.downstream.frozen.knn_monitor`); a series the log lacks has no panel. Returns ``path``.
+
+    Raises:
+        DataError: the file is missing or holds neither series.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    metrics_csv, path = Path(metrics_csv), Path(path)
+    if not metrics_csv.is_file():
+        raise DataError(f"{metrics_csv}: no metrics log to plot")
+    series: dict[str, dict[int, float]] = {loss_key: {}, accuracy_key: {}}
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            for key, points in series.items():
+                if row.get(key) not in (None, "") and row.get("step") not in (None, ""):
+                    points[int(float(row["step"]))] = float(row[key])  # a step logged twice keeps its last value
+    panels = [(key, points) for key, points in series.items() if points]
+    if not panels:
+        raise DataError(f"{metrics_csv}: no {loss_key} or {accuracy_key} values to plot")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(6.4, 1.2 + 2.0 * len(panels)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (key, points) in zip(axes, panels):
+        steps, values = zip(*sorted(points.items()))
+        if key == accuracy_key:
+            percent = [100 * v for v in values]
+            ax.plot(steps, percent, color=_PALETTE[1], marker="o", markersize=3.5, linewidth=1.2)
+            ax.set_ylabel("kNN top-1 (%)")
+            ax.annotate(f"{percent[-1]:.1f}", (steps[-1], percent[-1]), textcoords="offset points", xytext=(4, 4),
+                        fontsize=8)
+        else:
+            ax.plot(steps, values, color=_PALETTE[0], linewidth=0.8)
+            ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        for side in ("top", "right"):
+            ax.spines[side].set_visible(False)
+    axes[-1].set_xlabel("step")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        fig.suptitle(textwrap.fill(title, 70), fontsize=10)
+    fig.savefig(path, dpi=110)
     return path
