@@ -2,7 +2,7 @@
 
 The quickstart (``rspretrain quickstart``) pretrains MoCo v2 ResNet-18 on EuroSAT train for a 4-minute wall-clock
 budget and, by default, runs the kNN monitor on held-out EuroSAT (``rspretrain.apps.cli.QUICKSTART_MONITOR``:
-1,000 / 500 images every 100 steps, plus step 0 and the last step). Under a budget the monitor's time is outside the
+500 / 500 images every 200 steps, plus step 0 and the last step). Under a budget the monitor's time is outside the
 step time the budget is fitted to, so it lengthens the run by about its own total; measuring at a fixed step count
 (the 642 steps the fast-step quickstart reached in its budget, ``benchmarks/results/quickstart_fast_step_cpu.md``)
 gives the same ratio without the budget's noise. The rule (issue 16, item 5): the quickstart keeps the monitor on
@@ -137,13 +137,21 @@ def main() -> int:
     pairs = [(a, b) for a, b in zip(arms[::2], arms[1::2])]
     ratios = [round(b["seconds"] / a["seconds"], 4) for a, b in pairs]
     ratio = statistics.median(ratios)
-    verdict = "off" if ratio > RULE else "on"
+    # The whole-run ratio carries the run-to-run noise of a shared machine (+-10 % between equal arms here); the
+    # monitor's own seconds, timed inside the run, over the unmonitored run's time is the direct measure of its cost.
+    without_s = statistics.median(a["seconds"] for a in arms if not a["monitored"])
+    share = statistics.median(a["monitor_seconds"] for a in arms if a["monitored"]) / without_s
+    # Conservative: off when either measure is over the rule.
+    verdict = "off" if share > RULE - 1 or ratio > RULE else "on"
     payload = {
         "what": "rspretrain quickstart's pretraining (MoCo v2 ResNet-18, EuroSAT train, seed 0) at a fixed step "
                 "count, without and with the online kNN monitor; seconds of the pretrain() call",
         "steps": args.steps, "monitor": {**QUICKSTART_MONITOR, "monitor.every_n_steps": every},
         "arms": arms, "ratios_with_over_without": ratios, "median_ratio": ratio,
-        "rule": f"quickstart default off if the median ratio > {RULE}", "quickstart_default": verdict,
+        "monitor_share": round(share, 4),
+        "rule": f"quickstart default off if the monitor's seconds exceed {RULE - 1:.0%} of the unmonitored run's or "
+                f"the median whole-run ratio exceeds {RULE}",
+        "quickstart_default": verdict,
     }
     from rspretrain.core.json_io import write_json
 
@@ -152,8 +160,9 @@ def main() -> int:
     curve = Path(monitored["out"]) / "training_curves.png"
     Path(args.curve).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(curve, args.curve)
-    print(f"with / without: {', '.join(f'{r:.3f}' for r in ratios)} (median {ratio:.3f}); rule {RULE}: the "
-          f"quickstart's monitor default should be {verdict}")
+    print(f"with / without: {', '.join(f'{r:.3f}' for r in ratios)} (median {ratio:.3f}); the monitor's own time: "
+          f"{share:.1%} of the unmonitored run; rule {RULE - 1:.0%} on either: the quickstart's monitor default "
+          f"should be {verdict}")
     print(f"json: {args.json}\ncurve: {args.curve}")
     return 0
 

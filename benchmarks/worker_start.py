@@ -2,7 +2,8 @@
 
 litdata's ``StreamingDataLoader`` starts its workers again at every epoch. ``data.worker_start`` picks how:
 ``fork`` (torch's default on Linux: cheap, but unsafe from a multi-threaded process such as a DDP rank),
-``forkserver`` (a clean server process forks the workers; what ``auto`` uses on several ranks) or ``spawn``.
+``forkserver`` (a clean server process forks the workers) or ``spawn`` (a fresh interpreter each; what ``auto``
+uses on several ranks, as the cheaper of the two safe ones here).
 
 On one process, for each method: real EuroSAT JPEGs prepared into shards (``rspretrain prepare``), the pretraining
 datamodule's streamed loader (MoCo v2's decode-time crops, ``--workers`` workers), ``--epochs`` epochs read in full;

@@ -212,9 +212,9 @@ def test_a_killed_two_rank_run_resumes_with_each_ranks_losses(source, tmp_path, 
     # reads its own chunks, and the loader position in the checkpoint brings both back inside the epoch.
     data = ({"data.root": str(data_root), "data.max_per_class": 4} if source == "memory" else
             # No worker processes: forking a DDP rank's workers once deadlocked in CI on CPython 3.11 (the child
-            # blocked in PyOS_AfterFork_Child; gdb stack in the issue 14 note), so several ranks now start them with
-            # forkserver (data.worker_start auto; tests/pretrain/test_streaming.py), whose start-up (seconds per
-            # launch) this three-launch test would pay; workers' state is covered on one rank.
+            # blocked in PyOS_AfterFork_Child; gdb stack in the issue 14 note), so several ranks now spawn them
+            # (data.worker_start auto; tests/pretrain/test_streaming.py), whose start-up (seconds per launch) this
+            # three-launch test would pay; workers' state is covered on one rank.
             {"data.dataset": f"shards:{request.getfixturevalue('prepared')}", "data.num_workers": 0})
     base = {
         **data, "data.batch_size": 8, "model.backbone": "resnet10t",

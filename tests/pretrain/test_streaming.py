@@ -180,7 +180,7 @@ def test_workers_start_from_a_clean_process_on_several_ranks_and_read_the_same_b
         world_size = 2
 
     dm.trainer = TwoRanks()
-    assert dm.worker_context() == "forkserver"  # a DDP rank has other threads: forking it once deadlocked
+    assert dm.worker_context() == "spawn"  # a DDP rank has other threads: forking it once deadlocked
     assert PretrainDataModule(f"shards:{prepared}", num_workers=0, worker_start="spawn").worker_context() is None
     with pytest.raises(ConfigError, match="data.worker_start must be one of auto, fork, forkserver, spawn, got 'x'"):
         PretrainDataModule(f"shards:{prepared}", worker_start="x")

@@ -7,7 +7,10 @@ reads a pretraining run from any number of ``--config`` files (later ones overri
 ``trainer`` and ``monitor`` plus ``method``, ``seed`` and ``datamodule``:
 
 - ``method``: a registered name (``moco``, ``cmid``...) or a user's own :class:`PretrainMethod` subclass by its
-  import path (``mypackage.methods.MyMethod``);
+  import path (``mypackage.methods.MyMethod``); for a base objective (``moco``, ``byol``, ``cmid``) the ``model``
+  section's ``knowledge`` list attaches knowledge terms, each with its weight and its own data source
+  (``knowledge: [{natural_images: {weight: 1.0, dataset: cifar10}}]``, :mod:`rspretrain.pretrain.knowledge`);
+  ``gersp`` is the preset ``moco`` + ``natural_images``;
 - ``datamodule``: a user's own ``LightningDataModule`` by ``class_path`` / ``init_args`` (default: the
   :class:`~rspretrain.pretrain.datamodule.PretrainDataModule` built from ``data``); the data-derived model arguments
   (bands, mean/std, value scale, classes) are linked from it through its ``model_kwargs()``;
@@ -41,6 +44,7 @@ from rspretrain.core.errors import ConfigError
 from rspretrain.core.optim import OptimConfig
 from rspretrain.core.ranges import check_ranges
 from rspretrain.data.shards.decode_crops import DEFAULT_MAX_IMAGE_PIXELS
+from rspretrain.pretrain.knowledge import parse_terms
 from rspretrain.pretrain.methods import get_method
 from rspretrain.training.backbone_module import DATA_DERIVED
 from rspretrain.training.recipe import EPOCH_KEYS
@@ -79,8 +83,8 @@ class DataConfig:
     #: when the decoded images would exceed ``memory_limit_gb``).
     loading: str = "auto"
     memory_limit_gb: float = 8.0
-    #: How streamed data's DataLoader workers start: ``fork``, ``forkserver``, ``spawn`` or ``auto`` (forkserver when
-    #: the run has several ranks, else fork; see PretrainDataModule).
+    #: How streamed data's DataLoader workers start: ``fork``, ``forkserver``, ``spawn`` or ``auto`` (spawn when the
+    #: run has several ranks, else fork; see PretrainDataModule.worker_context).
     worker_start: str = "auto"
 
     def __post_init__(self) -> None:
@@ -146,6 +150,9 @@ def validate_model_section(method_cls: type, values: dict[str, Any]) -> dict[str
             )
         out[key] = coerce(value, allowed[key], f"model.{key}")
     check_ranges("model", out)
+    knowledge_config = getattr(method_cls, "knowledge_config", None)
+    if knowledge_config is not None:
+        parse_terms(knowledge_config(out))  # unknown terms and options are one line before anything is built
     return out
 
 

@@ -60,7 +60,8 @@ class PretrainDataModule(L.LightningDataModule):
         skip_corrupt: skip unreadable images (counted) instead of failing.
         stats_max_images: images used to measure band statistics.
         natural_dataset: a labeled natural-image dataset spec ("cifar10", "folder:PATH") paired
-            with the RS images (GeRSP); batches then also hold "natural_image"/"natural_label".
+            with the RS images (the ``natural_images`` knowledge term's source, e.g. GeRSP's; the run sets it from
+            the term's ``dataset``); batches then also hold "natural_image"/"natural_label".
         natural_split: its split.
         epoch_length: items per epoch of the pairing (default: the larger source).
         dataset_options: further keyword arguments of the dataset (e.g. for ``"landcover:PATH"``: ``land_cover``,
@@ -244,8 +245,8 @@ class PretrainDataModule(L.LightningDataModule):
                 raise ConfigError(f"{self.spec} with {self.natural_spec}: pairing a natural-image source with "
                                   "prepared raster tiles is not supported; GeRSP's streamed sources are image files")
             if not self.natural.labelled:
-                raise DataError(f"{self.natural_spec}: the natural image source has no labels "
-                                "(GeRSP's supervised branch needs them)")
+                raise DataError(f"{self.natural_spec}: the natural image source has no labels (the natural_images "
+                                "knowledge term, GeRSP's supervised branch, learns from them)")
             if self.natural.manifest.in_chans != self.dataset.manifest.in_chans:
                 raise DataError(f"{self.natural_spec}: natural images have {self.natural.manifest.in_chans} bands "
                                 f"but the RS images have {self.dataset.manifest.in_chans}")
@@ -405,16 +406,17 @@ class PretrainDataModule(L.LightningDataModule):
     def worker_context(self) -> str | None:
         """The start method of the streamed loader's workers (None: torch's default, fork on Linux).
 
-        litdata's loader starts its workers again at every epoch, so under DDP they are forked from a process whose
-        other threads (the process group's, litdata's chunk readers) may hold interpreter locks at that moment: on
-        CPython 3.11 such a fork deadlocked a two-rank CI run (the child blocked in ``PyOS_AfterFork_Child``). A
-        forkserver child is forked from a clean single-threaded server process instead. ``auto`` uses it when the
-        run has several ranks, where the deadlock was seen, and plain fork on one rank, where starting a worker
-        costs less (``benchmarks/worker_start.py`` measures both).
+        A DDP rank has other threads (the process group's, litdata's chunk readers) that may hold interpreter locks
+        when its DataLoader forks workers: on CPython 3.11 such a fork deadlocked a two-rank CI run (the child
+        blocked in ``PyOS_AfterFork_Child``). A spawned worker starts a fresh interpreter instead. ``auto`` spawns
+        when the run has several ranks and forks on one, where starting a worker costs less: on EuroSAT shards, 2
+        workers, the first epoch took 0.24 s with fork, 4.4 s with spawn and 14.5 s with forkserver (start-up
+        included); later epochs are equal, the workers persist (``python benchmarks/worker_start.py``,
+        ``benchmarks/results/worker_start_cpu.json``).
         """
         if self.num_workers == 0:
             return None
         if self.worker_start != "auto":
             return self.worker_start
         world = self.trainer.world_size if self.trainer is not None else 1
-        return "forkserver" if world > 1 else None
+        return "spawn" if world > 1 else None

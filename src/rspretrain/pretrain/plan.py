@@ -39,13 +39,13 @@ def plan_run(cfg: RunConfig, config_name: str | None = None, samples_per_epoch: 
         samples_per_epoch: items per epoch; None: set up the data and count them.
         memory: measure the memory per rank (builds the method and runs one small step on random data).
     """
-    from rspretrain.pretrain.run import resolve_run_recipe
+    from rspretrain.pretrain.run import knowledge_data, resolve_run_recipe
 
     dm = None
     if samples_per_epoch is None:
         from rspretrain.pretrain.datamodule import PretrainDataModule
 
-        dm = PretrainDataModule(**asdict(cfg.data), seed=cfg.seed)
+        dm = PretrainDataModule(**knowledge_data(cfg), seed=cfg.seed)
         dm.setup("fit")
     recipe = resolve_run_recipe(cfg, dm, samples_per_epoch)
     resolved_cfg = dataclasses.replace(cfg, optim=recipe.optim, trainer=recipe.trainer)
@@ -126,8 +126,11 @@ def _temperature_line(flat: dict[str, Any], total: int, steps_per_epoch: int | N
 
 
 def _build_method(cfg: RunConfig, dm, optim):
-    """The method with the data's arguments (or a 3-band input and the method's defaults without data); initial
-    weights are not loaded (they do not change the memory, and a plan may be made where the file is not)."""
+    """The method with the data's arguments (or a 3-band input and the method's defaults without data, and 10
+    classes for knowledge terms that take theirs from the data); initial weights are not loaded (they do not change
+    the memory, and a plan may be made where the file is not)."""
+    from rspretrain.pretrain.run import model_arguments
+
     method_cls = get_method(cfg.method)
     data_kwargs = {"in_chans": 3}
     if dm is not None:
@@ -135,7 +138,8 @@ def _build_method(cfg: RunConfig, dm, optim):
 
         accepted = constructor_parameters(method_cls)
         data_kwargs = {k: v for k, v in dm.model_kwargs().items() if k in accepted}
-    model_args = {**cfg.model, **({"init_weights": None} if cfg.model.get("init_weights") else {})}
+    model_args = model_arguments(cfg, dm.model_kwargs() if dm is not None else {"num_classes": 10})
+    model_args.update({"init_weights": None} if cfg.model.get("init_weights") else {})
     return method_cls(**model_args, **data_kwargs, optim=asdict(optim), views=asdict(cfg.views))
 
 

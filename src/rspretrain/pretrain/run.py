@@ -28,6 +28,7 @@ from rspretrain.core.rng_state import StepSeededRNG
 from rspretrain.pretrain.config import RunConfig, _defaults, full_config
 from rspretrain.pretrain.datamodule import PretrainDataModule
 from rspretrain.pretrain.export import load_weights
+from rspretrain.pretrain.knowledge import parse_terms, with_data
 from rspretrain.pretrain.methods import METHODS, PretrainMethod, get_method
 from rspretrain.training.fast_step import apply_fast_step, check_accelerator, resolve_fast_step
 from rspretrain.training.recipe import Recipe, resolve_recipe
@@ -57,11 +58,12 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule, Recipe
             raise ConfigError(f"datamodule: {cfg.datamodule['class_path']} has no model_kwargs() (the in_chans, "
                               "band_names, mean, std and value_scale the model is built for)")
     else:
-        dm = PretrainDataModule(**asdict(cfg.data), seed=cfg.seed)
+        dm = PretrainDataModule(**knowledge_data(cfg), seed=cfg.seed)
     dm.setup("fit")
     method_cls = get_method(cfg.method)
     data_kwargs = dm.model_kwargs()
     accepted = constructor_parameters(method_cls)
+    model_kwargs = model_arguments(cfg, data_kwargs)
     if cfg.data.natural_dataset is None and "class_names" in data_kwargs and "class_names" not in accepted:
         # Land-cover proportions are labels for methods that learn from them (geokr); others just see the tiles.
         data_kwargs = {k: v for k, v in data_kwargs.items() if k not in ("num_classes", "class_names")}
@@ -75,9 +77,12 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule, Recipe
                         "learns from them: pretrain on landcover:IMAGES with data.dataset_options.land_cover + scheme, "
                         "or on shards prepared from such a source")
     if "num_classes" in data_kwargs and "num_classes" not in accepted:
-        raise ConfigError(f"data.natural_dataset is used by methods with a supervised branch (gersp), not {cfg.method!r}")
+        if "knowledge" not in model_kwargs:
+            raise ConfigError(f"data.natural_dataset is the source of the natural_images knowledge term: add "
+                              f"model.knowledge [{{natural_images: {{}}}}] to {cfg.method!r}, or use method gersp")
+        data_kwargs = {k: v for k, v in data_kwargs.items() if k != "num_classes"}  # the term's: in its options
     recipe = resolve_run_recipe(cfg, dm)
-    model = method_cls(**cfg.model, **data_kwargs, optim=asdict(recipe.optim), views=asdict(cfg.views))
+    model = method_cls(**model_kwargs, **data_kwargs, optim=asdict(recipe.optim), views=asdict(cfg.views))
     model.steps_per_epoch = recipe.steps_per_epoch
     recipe.fast_step = resolve_fast_step(cfg.trainer.precision, cfg.trainer.channels_last, cfg.trainer.compile,
                                          cfg.trainer.accelerator, model.backbone, auto_bf16=method_cls.auto_bf16)
@@ -86,6 +91,26 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule, Recipe
     if callable(getattr(dm, "set_decode_crops", None)):  # streamed data is cropped at decode time, by the recipe
         dm.set_decode_crops(model.input_size(), *model.decode_crop_scales())
     return model, dm, recipe
+
+
+def knowledge_data(cfg: RunConfig) -> dict:
+    """The datamodule's arguments (``data:``) with the sources of the method's knowledge terms paired in (the
+    ``natural_images`` term's labeled natural images: ``data.natural_dataset``).
+
+    Raises:
+        ConfigError: a term without its data source, naming the term.
+    """
+    data = asdict(cfg.data)
+    for term in parse_terms(get_method(cfg.method).knowledge_config(cfg.model)):
+        term.configure_data(data)
+    return data
+
+
+def model_arguments(cfg: RunConfig, data_kwargs: dict) -> dict:
+    """``cfg.model`` with the knowledge terms' data-derived options (their classes) filled from the data."""
+    if not cfg.model.get("knowledge"):
+        return dict(cfg.model)
+    return {**cfg.model, "knowledge": with_data(cfg.model["knowledge"], data_kwargs)}
 
 
 def resolve_run_recipe(cfg: RunConfig, dm: L.LightningDataModule | None = None,

@@ -89,6 +89,8 @@ class CMIDViewPair(NamedTuple):
     mask_b: torch.Tensor
     centres_a: torch.Tensor  # (B, N*N, 2) source (x, y) of the last map's cells
     centres_b: torch.Tensor
+    #: Views of the knowledge terms' images (:mod:`rspretrain.pretrain.knowledge`), empty without terms.
+    knowledge: tuple = ()
 
 
 class CMIDViews(BandViews):

@@ -113,7 +113,7 @@ def test_paired_dataset_bad_input():
 def test_labels_outside_the_classifier_are_an_error():
     model = _model(num_classes=3)
     batch = _batch()
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(DataError, match=r"natural_images: natural label \d+ out of range for 3 classes"):
         model.loss_from_views(model.make_views(batch), batch)
 
 

@@ -34,7 +34,8 @@ class PairedDataset(Dataset):
         if len(natural) == 0:
             raise DataError(f"{natural_name}: the natural image source is empty")
         if getattr(natural, "labels", None) is None:
-            raise DataError(f"{natural_name}: the natural image source has no labels (GeRSP's supervised branch needs them)")
+            raise DataError(f"{natural_name}: the natural image source has no labels (the natural_images knowledge "
+                            "term, GeRSP's supervised branch, learns from them)")
         rs_bands = rs.__getitems__([0])["image"].shape[1]
         nat_bands = natural.__getitems__([0])["image"].shape[1]
         if rs_bands != nat_bands:

@@ -253,8 +253,8 @@ class KNNMonitor(L.Callback):
         from rspretrain.downstream.report.plot import plot_training_curves
 
         name = getattr(pl_module, "method_name", type(pl_module).__name__)
-        title = (f"{name}: loss, and kNN top-1 on {self.dataset} (k={self.k}; {len(self.train or ())} train / "
-                 f"{len(self.test or ())} test images)")
+        title = (f"{name}: loss, and kNN top-1 on {self.dataset} (k={self.k}; {len(self.train or ())} {self.plan[0]} / "
+                 f"{len(self.test or ())} {self.plan[1]} images)")
         try:
             path = plot_training_curves(Path(csv_logger.log_dir) / "metrics.csv",
                                         Path(csv_logger.save_dir) / CURVES_FILE, title=title)

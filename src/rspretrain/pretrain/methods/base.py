@@ -5,6 +5,12 @@ A method subclasses :class:`PretrainMethod`, adds its heads to ``self.student`` 
 teacher/queue/losses from the shared parts, and implements :meth:`loss_from_views` returning
 the total loss and a dict of the terms to log. ``training_step`` = views + that loss, so the
 throughput benchmark can time the same step with and without data/augmentation.
+
+A base objective that takes knowledge terms (:mod:`rspretrain.pretrain.knowledge`: ``moco``, ``byol``, ``cmid``)
+accepts ``knowledge`` and calls :meth:`PretrainMethod.attach_knowledge` at the end of its constructor (after its
+teacher exists, so no teacher copies a term's head); its :meth:`make_views` appends :meth:`knowledge_views`; its
+loss runs the query view and the terms' views in one student forward (:meth:`shared_forward`) and adds
+:meth:`knowledge_loss`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from torch.nn import functional as F
 
 from rspretrain.core.bands import rgb_indices
 from rspretrain.core.config import build_dataclass
+from rspretrain.core.errors import ConfigError
 from rspretrain.nn.backbones import Backbone
+from rspretrain.pretrain.knowledge import KnowledgeTerm, parse_terms
 from rspretrain.training.backbone_module import DATA_DERIVED, BackboneModule
 from rspretrain.views.moco_v2 import MoCoV2Views, ViewsConfig
 
@@ -80,6 +88,8 @@ class PretrainMethod(BackboneModule):
         #: Optimiser steps per epoch of the run's data, set by the run from its recipe (None: unknown); schedules a
         #: method states in epochs read it (CMID's teacher-temperature ramp, GeoKR's StepLR period).
         self.steps_per_epoch: int | None = None
+        #: The knowledge terms attached to this base (:meth:`attach_knowledge`), in order.
+        self.knowledge: list[KnowledgeTerm] = []
 
     def build_views(self, image_size: int, value_scale: float, rgb: Sequence[int] | None) -> nn.Module:
         """The view maker (MoCo v2's recipe here); called once the backbone exists, so a recipe may
@@ -92,8 +102,62 @@ class PretrainMethod(BackboneModule):
         return self.student["backbone"]
 
     def make_views(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Augmented views of a batch, on the batch's device (overridden by methods with other views)."""
-        return self.views(batch["image"], n_views=2)
+        """Augmented views of a batch, on the batch's device (overridden by methods with other views): the two RS
+        views, then the knowledge terms' views (:meth:`knowledge_views`)."""
+        return [*self.views(batch["image"], n_views=2), *self.knowledge_views(batch)]
+
+    # -- knowledge terms ---------------------------------------------------------------------------
+    @classmethod
+    def knowledge_config(cls, model: dict[str, Any]) -> list[Any]:
+        """The knowledge terms a ``model:`` section attaches (its ``knowledge`` list; presets add theirs), for the
+        run to configure their data before the method is built."""
+        return list(model.get("knowledge") or [])
+
+    def attach_knowledge(self, specs: Sequence[Any] | None) -> None:
+        """Parse ``model.knowledge`` items and attach the terms (their heads join the student)."""
+        terms = parse_terms(specs)
+        names = [t.name for t in self.knowledge] + [t.name for t in terms]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"model.knowledge: knowledge term {', '.join(twice)} given more than once "
+                              f"({self.method_name} already has it)")
+        for term in terms:
+            term.attach(self)
+            self.knowledge.append(term)
+
+    def knowledge_view(self, x: torch.Tensor) -> torch.Tensor:
+        """One view of a float [0, 1] batch of a knowledge term's images with this base's recipe (MoCo v2's one
+        view here)."""
+        return self.views.one_view(x)
+
+    def knowledge_views(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The attached terms' views, in order (empty without terms)."""
+        return [view for term in self.knowledge for view in term.make_views(self, batch)]
+
+    def shared_forward(self, forward, x: torch.Tensor, extra: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list]:
+        """``forward`` of ``x`` and of the terms' views ``extra`` in ONE call on their concatenation (shared
+        BatchNorm statistics, GeRSP's single student forward); returns ``(out of x, [out of each extra view])``.
+        Without extra views it is ``forward(x)``."""
+        if not extra:
+            return forward(x), []
+        out = forward(torch.cat([x, *extra], dim=0))
+        sizes = [x.shape[0], *(e.shape[0] for e in extra)]
+        first, *rest = out.split(sizes, dim=0)
+        return first, rest
+
+    def knowledge_loss(self, features: torch.Tensor, extra: Sequence[torch.Tensor],
+                       batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, dict]:
+        """``sum_i weight_i * L_i`` of the attached terms (None without terms) and their logs; ``features`` are the
+        pooled student features of the query view, ``extra`` those of the terms' views (from :meth:`shared_forward`)."""
+        total, logs, start = None, {}, 0
+        for term in self.knowledge:
+            own = list(extra[start:start + term.shared_inputs])
+            start += term.shared_inputs
+            loss, term_logs = term.loss(self, features, own, batch)
+            weighted = term.weight * loss
+            total = weighted if total is None else total + weighted
+            logs.update(term_logs)
+        return total, logs
 
     def loss_from_views(self, views: list[torch.Tensor], batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError
@@ -102,7 +166,10 @@ class PretrainMethod(BackboneModule):
         """A random batch of what this method trains on (raw ``uint8`` images here; methods that learn from labels
         add them), for the registry contract test and for timing a step without a dataset."""
         shape = (batch_size, self.backbone.in_chans, image_size, image_size)
-        return {"image": torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)}
+        batch = {"image": torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)}
+        for term in self.knowledge:
+            term.example_batch(self, batch, generator)
+        return batch
 
     # -- Lightning ---------------------------------------------------------------------------------
     def step_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:

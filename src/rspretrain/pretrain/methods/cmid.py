@@ -69,6 +69,7 @@ from rspretrain.nn.memory_queue import MemoryQueue
 from rspretrain.nn.position_matching import default_num_matches, gather_cells, position_match
 from rspretrain.pretrain.methods.base import PretrainMethod
 from rspretrain.pretrain.methods.registry import register_method
+from rspretrain.views import functional as VF
 from rspretrain.views.block_mask import default_mask_patch_size, upsample_mask
 from rspretrain.views.cmid import CMIDViewPair, CMIDViews, CMIDViewsConfig
 
@@ -107,6 +108,7 @@ class CMID(PretrainMethod):
         fft_weight: weight of the focal frequency loss inside the MIM loss.
         fft_unmasked_weight: weight the prediction keeps on visible pixels in the FFL's mixed input.
         replace_mask_token: replace masked stem features by the token (SimMIM) instead of adding it.
+        knowledge: knowledge terms, ``[{term: {options}}]`` (or a bare term name) (:mod:`rspretrain.pretrain.knowledge`).
         **kwargs: :class:`PretrainMethod` arguments (backbone, in_chans, image_size, ...).
     """
 
@@ -146,6 +148,7 @@ class CMID(PretrainMethod):
         fft_weight: float = 1.0,
         fft_unmasked_weight: float = 0.001,
         replace_mask_token: bool = False,
+        knowledge: Sequence[dict[str, Any] | str] | None = None,
         **kwargs: Any,
     ) -> None:
         arch = kwargs.get("backbone", "resnet18")
@@ -197,6 +200,7 @@ class CMID(PretrainMethod):
         self.focal_alpha, self.focal_gamma = focal_alpha, focal_gamma
         self.fft_weight, self.fft_unmasked_weight = fft_weight, fft_unmasked_weight
         self.schedule_total_steps = 1  # set from the trainer in configure_optimizers
+        self.attach_knowledge(knowledge)
 
     def build_views(self, image_size: int, value_scale: float, rgb: Sequence[int] | None) -> CMIDViews:
         bb = self.backbone
@@ -215,7 +219,14 @@ class CMID(PretrainMethod):
 
     # -- steps -------------------------------------------------------------------------------------
     def make_views(self, batch: dict[str, torch.Tensor]) -> CMIDViewPair:
-        return self.views(batch["image"], boxes=batch.get("crop_boxes"))
+        views = self.views(batch["image"], boxes=batch.get("crop_boxes"))
+        return views._replace(knowledge=tuple(self.knowledge_views(batch))) if self.knowledge else views
+
+    def knowledge_view(self, x: torch.Tensor) -> torch.Tensor:
+        """A knowledge term's view: view A's weak recipe (random-resized crop and flip, standardised; no mask)."""
+        with torch.no_grad():
+            crops, _, _ = self.views.resized_crop(x, 0)
+            return VF.normalize(crops, self.views.mean, self.views.std)
 
     def current_teacher_temperature(self) -> float:
         total = max(1, int(self.schedule_total_steps))
@@ -229,7 +240,15 @@ class CMID(PretrainMethod):
     def loss_from_views(self, views: CMIDViewPair, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         v = views
         backbone, token = self.student["backbone"], self.student["mask_token"]
-        student_a = backbone.forward_last_map(v.masked_a, v.mask_a, token)
+
+        def masked_forward(x: torch.Tensor) -> torch.Tensor:
+            # The terms' views (after masked view A, if any) carry an empty mask: they are seen whole.
+            extra = x.shape[0] - v.mask_a.shape[0]
+            mask = torch.cat([v.mask_a, v.mask_a.new_zeros((extra, *v.mask_a.shape[1:]))]) if extra else v.mask_a
+            return backbone.forward_last_map(x, mask, token)
+
+        # One student forward of [masked A ; the terms' views]: BatchNorm sees both (just masked A without terms).
+        student_a, extra_maps = self.shared_forward(masked_forward, v.masked_a, v.knowledge)
         student_b = backbone.forward_last_map(v.masked_b, v.mask_b, token)
         if student_a.shape[-1] != self.views.feature_grid:
             raise ValueError(f"last map is {tuple(student_a.shape[-2:])}, views expect {self.views.feature_grid} cells")
@@ -277,6 +296,12 @@ class CMID(PretrainMethod):
             loss = loss + self.local_weight * loss_local
             logs.update(loss_local=loss_local.detach(), teacher_temp=teacher_temp)
 
+        knowledge, knowledge_logs = self.knowledge_loss(
+            student_a.mean(dim=(2, 3)), [m.mean(dim=(2, 3)) for m in extra_maps], batch
+        )
+        if knowledge is not None:
+            logs.update(loss_cmid=loss.detach(), **knowledge_logs)
+            loss = loss + knowledge
         return loss, {**logs, **self.collapse_monitors(monitored)}
 
     def mim_terms(
