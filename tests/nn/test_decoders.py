@@ -37,6 +37,22 @@ def test_frozen_pyramid_gets_no_gradients_and_keeps_batchnorm_statistics():
         torch.testing.assert_close(value, before[key])
 
 
+def test_norm_eval_trains_the_backbone_but_keeps_its_batchnorm_statistics():
+    pyramid = FeaturePyramid(Backbone("resnet18"), norm_eval=True)
+    seg = UPerNetSegmenter(pyramid, 3, [0.5] * 3, [0.25] * 3, 255.0, decoder_channels=16)
+    seg.train()
+    norms = [m for m in pyramid.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and not any(m.training for m in norms) and pyramid.backbone.training
+    stats = {k: v.clone() for k, v in pyramid.backbone.state_dict().items() if "running" in k}
+    seg(torch.randint(0, 256, (2, 3, 64, 64))).mean().backward()
+    assert all(p.grad is not None for p in pyramid.backbone_parameters())  # convolutions and BN affine train
+    for key, value in stats.items():
+        torch.testing.assert_close(pyramid.backbone.state_dict()[key], value)
+    seg.eval()
+    seg.train()  # a second switch keeps them in eval mode
+    assert not any(m.training for m in norms)
+
+
 def test_segmenter_and_change_detector_output_input_sized_logits():
     seg = UPerNetSegmenter(FeaturePyramid(Backbone("resnet18", in_chans=4)), 5, [0.1] * 4, [0.2] * 4, 10000.0, 16)
     assert seg(torch.rand(2, 4, 48, 40) * 10000).shape == (2, 5, 48, 40)

@@ -88,6 +88,11 @@ class FeaturePyramid(nn.Module):
         levels: number of maps (the coarsest ``levels`` strides >= 4).
         freeze: keep the backbone fixed: no gradients, and BatchNorm in eval mode (running statistics) even while
             the decoder trains -- the frozen-feature protocol.
+        norm_eval: fine-tune the backbone's weights but keep its BatchNorm layers in eval mode: their running
+            statistics stay the pretrained ones and normalise every batch, their affine weights still train
+            (mmsegmentation / mmdetection's ``norm_eval``; detectron2's FrozenBatchNorm also fixes the affine part).
+            Small fine-tuning batches give noisy batch statistics; ``benchmarks/dense_transfer_diagnosis.py``
+            measures what it changes.
 
     Attributes:
         channels: channels of each map, finest first.
@@ -98,7 +103,7 @@ class FeaturePyramid(nn.Module):
         ConfigError: the backbone has no usable stage maps.
     """
 
-    def __init__(self, backbone: nn.Module, levels: int = 4, freeze: bool = False) -> None:
+    def __init__(self, backbone: nn.Module, levels: int = 4, freeze: bool = False, norm_eval: bool = False) -> None:
         super().__init__()
         self.backbone = _timm_model(backbone)
         info = [dict(i) for i in self.backbone.feature_info]
@@ -120,7 +125,7 @@ class FeaturePyramid(nn.Module):
             self.indices = chosen
             self.channels = [int(info[i]["num_chs"]) for i in chosen]
             self.reductions = [reductions[i] for i in chosen]
-        self.frozen = bool(freeze)
+        self.frozen, self.norm_eval = bool(freeze), bool(norm_eval)
         if self.frozen:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
@@ -129,6 +134,10 @@ class FeaturePyramid(nn.Module):
         super().train(mode)
         if self.frozen:
             self.backbone.eval()
+        elif self.norm_eval:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -68,7 +68,7 @@ class DenseTask(BackboneModule):
         self.image_size = int(spec.image_size)
         self.set_inputs(len(spec.mean), spec.band_names, spec.mean, spec.std, value_scale_for(spec, train.value_scale))
         torch.manual_seed(schedule.seed)  # the same head initialisation for every encoder of a comparison
-        pyramid = encoder_pyramid(spec, schedule.freeze_backbone)
+        pyramid = encoder_pyramid(spec, schedule.freeze_backbone, schedule.norm_eval)
         self.model = self.build_model(pyramid)
         # Kept as plain attributes: the pyramid is registered once, inside the model.
         self.pyramid_facts = describe_pyramid(pyramid)

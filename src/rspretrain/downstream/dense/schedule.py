@@ -66,6 +66,8 @@ class DenseSchedule:
         weight_decay: AdamW weight decay.
         warmup_fraction: share of steps with linear lr warm-up.
         freeze_backbone: train the decoder only, on frozen backbone features (BatchNorm statistics fixed).
+        norm_eval: fine-tune the backbone with its BatchNorm layers in eval mode (pretrained running statistics; see
+            :class:`~rspretrain.nn.decoders.FeaturePyramid`).
         decoder_channels: width of the UPerNet decoder / FPN.
         overlap: sliding-window overlap in pixels at test time (None: a quarter of the window).
         seed: seed of crops, augmentation and head initialisation.
@@ -86,6 +88,7 @@ class DenseSchedule:
     weight_decay: float = 1e-4
     warmup_fraction: float = 0.05
     freeze_backbone: bool = False
+    norm_eval: bool = False
     decoder_channels: int = 64
     overlap: int | None = None
     seed: int = 0
@@ -186,9 +189,9 @@ def crop_size_for(spec: EncoderSpec, crop_size: int) -> int:
     return crop_size
 
 
-def encoder_pyramid(spec: EncoderSpec, freeze: bool) -> FeaturePyramid:
+def encoder_pyramid(spec: EncoderSpec, freeze: bool, norm_eval: bool = False) -> FeaturePyramid:
     """A :class:`FeaturePyramid` over a private copy of the encoder (the spec's own weights stay untouched)."""
-    return FeaturePyramid(copy.deepcopy(spec.encoder), freeze=freeze)
+    return FeaturePyramid(copy.deepcopy(spec.encoder), freeze=freeze, norm_eval=norm_eval)
 
 
 def build_dense_optimizer(
