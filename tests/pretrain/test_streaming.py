@@ -13,7 +13,7 @@ import torch
 
 from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.pretrain.config import load_config
-from rspretrain.pretrain.datamodule import PretrainDataModule
+from rspretrain.pretrain.datamodule import PretrainDataModule, main_is_import_safe
 from rspretrain.pretrain.methods import get_method
 from rspretrain.pretrain.run import build, load_checkpoint, pretrain
 from tests.pretrain.test_resume import KILLED_RUN, LossRecorder
@@ -180,7 +180,15 @@ def test_workers_start_from_a_clean_process_on_several_ranks_and_read_the_same_b
         world_size = 2
 
     dm.trainer = TwoRanks()
-    assert dm.worker_context() == "spawn"  # a DDP rank has other threads: forking it once deadlocked
+    # pytest's main module is a script: spawning would import it again, so auto keeps fork there and says so
+    assert not main_is_import_safe() and dm.worker_context() is None
+    import rspretrain.pretrain.datamodule as datamodule
+
+    datamodule.main_is_import_safe = lambda: True  # as under the rspretrain command
+    try:
+        assert dm.worker_context() == "spawn"  # a DDP rank has other threads: forking it once deadlocked
+    finally:
+        datamodule.main_is_import_safe = main_is_import_safe
     assert PretrainDataModule(f"shards:{prepared}", num_workers=0, worker_start="spawn").worker_context() is None
     with pytest.raises(ConfigError, match="data.worker_start must be one of auto, fork, forkserver, spawn, got 'x'"):
         PretrainDataModule(f"shards:{prepared}", worker_start="x")

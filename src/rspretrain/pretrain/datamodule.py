@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -37,6 +39,18 @@ log = logging.getLogger("rspretrain")
 def batch_as_is(batch: Any) -> Any:
     """Collate function for datasets whose ``__getitems__`` already returns a batched dict."""
     return batch
+
+
+def main_is_import_safe() -> bool:
+    """Whether a spawned process may import ``__main__`` again: true for the ``rspretrain`` command (its console
+    script and ``python -m rspretrain`` guard their entry) and for a main module without a file (an interactive
+    session, where spawn imports nothing); false for any other script, which may train at import."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None:
+        return True
+    spec = getattr(main, "__spec__", None)
+    return (spec is not None and str(spec.name).startswith("rspretrain")) or Path(path).name == "rspretrain"
 
 
 #: ``data.worker_start`` choices (see :meth:`PretrainDataModule.worker_context`).
@@ -409,7 +423,9 @@ class PretrainDataModule(L.LightningDataModule):
         A DDP rank has other threads (the process group's, litdata's chunk readers) that may hold interpreter locks
         when its DataLoader forks workers: on CPython 3.11 such a fork deadlocked a two-rank CI run (the child
         blocked in ``PyOS_AfterFork_Child``). A spawned worker starts a fresh interpreter instead. ``auto`` spawns
-        when the run has several ranks and forks on one, where starting a worker costs less: on EuroSAT shards, 2
+        when the run has several ranks and the main module is import-safe (:func:`main_is_import_safe`: the
+        ``rspretrain`` command; a spawned child imports the main script again, which re-runs an unguarded one), and
+        forks otherwise (saying so once on several ranks) and on one rank, where starting a worker costs less: on EuroSAT shards, 2
         workers, the first epoch took 0.24 s with fork, 4.4 s with spawn and 14.5 s with forkserver (start-up
         included); later epochs are equal, the workers persist (``python benchmarks/worker_start.py``,
         ``benchmarks/results/worker_start_cpu.json``).
@@ -419,4 +435,13 @@ class PretrainDataModule(L.LightningDataModule):
         if self.worker_start != "auto":
             return self.worker_start
         world = self.trainer.world_size if self.trainer is not None else 1
-        return "spawn" if world > 1 else None
+        if world == 1:
+            return None
+        if not main_is_import_safe():
+            # A spawned worker imports the main script again; without an ``if __name__ == "__main__":`` guard
+            # that would start the training a second time, so a user's own script keeps fork unless it asks.
+            log.warning("data.worker_start auto: forking the DataLoader workers of a DDP rank (may deadlock on "
+                        "CPython 3.11); with an `if __name__ == \"__main__\":` guard in your script, "
+                        "--data.worker_start spawn avoids it")
+            return None
+        return "spawn"
