@@ -145,10 +145,8 @@ def _recorded_runs(out: Path) -> dict[str, str]:
     path = out / "logs" / RUNS_FILE
     try:
         runs = json.loads(path.read_text())
-    except FileNotFoundError:
+    except (OSError, ValueError):  # none yet, or unreadable: new logger runs; the CSV log and checkpoint are unaffected
         return {}
-    except (OSError, ValueError):
-        return {}  # an unreadable record starts new logger runs; the CSV log and the checkpoint are unaffected
     return {k: v for k, v in runs.items() if isinstance(v, str)} if isinstance(runs, dict) else {}
 
 

@@ -213,7 +213,7 @@ def build_trainer(
     if out is not None:
         names = [n for n in cfg.loggers if tensorboard or n != "tensorboard"]
         loggers = build_loggers(names, cfg.logger_options, out, resume_from)
-        if len(loggers) > 1 + ("tensorboard" in names):
+        if {"wandb", "mlflow"} & set(names):  # the loggers whose runs a resume continues
             callbacks.append(RecordLoggerRuns(out))
         callbacks.append(ModelCheckpoint(dirpath=out / "checkpoints", filename="last",
                                          every_n_train_steps=cfg.ckpt_every_n_steps, save_top_k=1,
