@@ -24,23 +24,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
+from rspretrain.apps.paired_study import t_interval
 from rspretrain.core.json_io import write_json
-
-
-def _paired(diffs: list[float]) -> dict:
-    mean = statistics.fmean(diffs)
-    if len(diffs) < 2:
-        return {"mean": mean, "ci95": None, "per_seed": diffs}
-    # two-sided 95 % t quantiles for 1..9 degrees of freedom
-    t = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262][min(len(diffs) - 2, 8)]
-    half = t * statistics.stdev(diffs) / math.sqrt(len(diffs))
-    return {"mean": mean, "ci95": [mean - half, mean + half], "per_seed": diffs}
 
 
 def run_variant(checkpoint: str, seeds: list[int], epochs: int, **schedule_changes) -> list[dict]:
@@ -85,7 +75,7 @@ def main() -> int:
         print(f"{name}:", flush=True)
         rows = run_variant(checkpoint, args.seeds, args.epochs, **changes)
         out["variants"][name] = {"changes": changes, "runs": rows,
-                                 "pretrained_minus_random": _paired([r["difference"] for r in rows])}
+                                 "pretrained_minus_random": t_interval([r["difference"] for r in rows])}
     print("\n| variant | pretrained mIoU | random mIoU | pretrained - random (95 % t CI over seeds) |")
     print("|---|:---:|:---:|:---:|")
     for name, v in out["variants"].items():

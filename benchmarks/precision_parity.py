@@ -26,7 +26,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -34,16 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from rspretrain.apps.benchmark import BenchmarkRun, train_run
+from rspretrain.apps.paired_study import paired_difference, score_backbone
 from rspretrain.core.json_io import write_json
-from rspretrain.downstream.frozen.features import EncoderSpec, extract_features
-from rspretrain.downstream.frozen.scene_benchmark import load_scene_splits, run_protocol
-from rspretrain.downstream.report.bootstrap import bootstrap_accuracy, bootstrap_paired_difference
-from rspretrain.downstream.sources import random_init_spec
-from rspretrain.pretrain.run import load_checkpoint, load_method
+from rspretrain.downstream.frozen.scene_benchmark import load_scene_splits
+from rspretrain.pretrain.run import load_checkpoint
 from rspretrain.training.fast_step import resolve_precision
 
 CONFIGS = {"moco": "moco_resnet18_eurosat", "cmid": "cmid_resnet18_eurosat", "gersp": "gersp_resnet18_eurosat"}
-PROTOCOLS = ("knn", "linear")
 
 
 def arms() -> dict[str, dict[str, object]]:
@@ -51,31 +47,6 @@ def arms() -> dict[str, dict[str, object]]:
     fast_precision, _ = resolve_precision("auto", "cpu")
     return {"fp32": {"trainer.precision": "32-true", "trainer.channels_last": False},
             "fast": {"trainer.precision": fast_precision, "trainer.channels_last": True}}
-
-
-def score_run(name: str, ckpt: Path | None, splits: dict, out: Path, seed: int,
-              like: Path | None = None) -> dict[str, list[bool]]:
-    """Per-test-image correctness of one backbone (``ckpt``'s, or a random-init one with the input conventions of
-    ``like``'s), ``{"dataset/protocol": [...]}``; cached in ``scores.json``."""
-    path = out / "scores.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    method = load_method(ckpt or like)
-    if ckpt is None:
-        spec = random_init_spec(method.backbone.arch, method.backbone.in_chans, method.views.image_size, method.mean,
-                                method.std, method.band_names)
-    else:
-        spec = EncoderSpec(name, method.backbone_to_export().eval(), method.mean, method.std,
-                           method.views.image_size, method.band_names)
-    scores = {}
-    for dataset, (train_set, test_set) in splits.items():
-        train_x, train_y = extract_features(spec, train_set, batch_size=256, progress=False)
-        test_x, test_y = extract_features(spec, test_set, batch_size=256, progress=False)
-        for protocol in PROTOCOLS:
-            pred = run_protocol(protocol, train_x, train_y, test_x, len(train_set.classes), seed)
-            scores[f"{dataset}/{protocol}"] = (pred == test_y).tolist()
-    write_json(path, scores)
-    return scores
 
 
 def main() -> int:
@@ -107,30 +78,27 @@ def main() -> int:
                 name = f"{method}_s{seed}_{arm}"
                 run = BenchmarkRun(name, CONFIGS[method], {**overrides, "seed": seed})
                 record = train_run(run, out, settings)
-                scores = score_run(name, out / name / "checkpoints" / "last.ckpt", splits, out / name, seed)
+                scores = score_backbone(name, out / name / "checkpoints" / "last.ckpt", splits, out / name, seed)
                 ckpt = load_checkpoint(out / name / "checkpoints" / "last.ckpt")
                 runs[(method, seed, arm)] = {"record": record, "scores": scores,
                                              "fast_step": ckpt["rspretrain"]["provenance"].get("fast_step")}
                 print(f"[{name}] {record['steps']} steps, {record['images_per_s']} images/s, " + ", ".join(
                     f"{k} {100 * np.mean(v):.1f}" for k, v in scores.items()), flush=True)
     first = out / f"{methods[0]}_s{seeds[0]}_fp32" / "checkpoints" / "last.ckpt"
-    baseline = score_run("random-init", None, splits, out / "random_init", 0, like=first)
+    baseline = score_backbone("random-init", None, splits, out / "random_init", 0, like=first)
     baseline = {k: round(100 * float(np.mean(v)), 2) for k, v in baseline.items()}
     rows = []
     for method in methods:
         speed = {arm: [runs[(method, s, arm)]["record"]["images_per_s"] for s in seeds] for arm in arm_overrides}
         for key in runs[(method, seeds[0], "fp32")]["scores"]:
-            a = np.array([runs[(method, s, "fp32")]["scores"][key] for s in seeds])
-            b = np.array([runs[(method, s, "fast")]["scores"][key] for s in seeds])
-            diff, low, high = bootstrap_paired_difference(a, b, seed=0)
+            a = [runs[(method, s, "fp32")]["scores"][key] for s in seeds]
+            b = [runs[(method, s, "fast")]["scores"][key] for s in seeds]
+            pair = paired_difference(a, b, better="fast better", worse="fast worse")
             dataset, protocol = key.split("/")
             rows.append({
                 "method": method, "dataset": dataset, "protocol": protocol, "seeds": seeds,
-                "fp32": [round(100 * float(x.mean()), 2) for x in a],
-                "fast": [round(100 * float(x.mean()), 2) for x in b],
-                "fp32_ci": [round(100 * v, 2) for v in bootstrap_accuracy(a.reshape(-1))[1:]],
-                "difference": round(100 * diff, 2), "ci_low": round(100 * low, 2), "ci_high": round(100 * high, 2),
-                "verdict": verdict(low, high), "n_test": int(a.shape[1]),
+                "fp32": pair["a"], "fast": pair["b"], "fp32_ci": pair["a_ci"],
+                **{k: pair[k] for k in ("difference", "ci_low", "ci_high", "verdict", "n_test")},
                 "images_per_s_fp32": round(float(np.mean(speed["fp32"])), 1),
                 "images_per_s_fast": round(float(np.mean(speed["fast"])), 1),
                 "speedup": round(float(np.mean(speed["fast"]) / np.mean(speed["fp32"])), 3),
@@ -153,15 +121,6 @@ def main() -> int:
         plot(rows, path.with_suffix(".png"))
     write_json(out / "results.json", payload)
     return 0
-
-
-def verdict(low: float, high: float) -> str:
-    """What a paired difference's 95 % interval says: ``no difference``, ``fast better`` or ``fast worse``."""
-    if low > 0:
-        return "fast better"
-    if high < 0:
-        return "fast worse"
-    return "no difference"
 
 
 def format_table(rows: list[dict], steps: int) -> str:

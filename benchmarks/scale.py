@@ -2,9 +2,7 @@
 
 Synthesises prepared (sharded) sets -- N small JPEGs for each ``--sizes`` (10k, 100k, 1M by default) and
 ``--large`` 4000 x 4000 JPEGs -- and pretrains MoCo v2 ResNet-18 on each for ``--steps`` steps in a fresh process
-with ``--workers`` DataLoader workers (default: the cores but one; on 2 cores a second worker takes CPU from the
-training step itself: 0.84 of the pre-made step at 224 px with 2 workers, 0.97 with 1, measured before this default),
-next to:
+with ``--workers`` DataLoader workers, next to:
 
 - the same steps on pre-made tensors (a batch of the streamed shape, made once, no loader: the ceiling), at 64 px
   and at 224 px;
@@ -244,6 +242,15 @@ def _measure_with(name: str, spec: dict, workers: int) -> dict:
     return {**measure(name, {**spec, "workers": workers}), "workers": workers}
 
 
+def default_workers() -> int:
+    """0 (decode in the training process) when the step trains on the CPU: the step's threads already use every core,
+    so a worker process only takes CPU from it. On 2 cores, 10,000 small JPEGs, 30 steps (``--sizes 10000 --large 64
+    --prepare 200 2 --steps 30``), streamed / pre-made step: 0.833 at 64 px and 0.971 at 224 px with ``--workers 0``,
+    0.722 and 0.832 with ``--workers 1`` (``benchmarks/results/scale_cpu_10k_workers.json``). With a GPU the step
+    leaves the CPU free: the cores but one decode."""
+    return max(1, (os.cpu_count() or 2) - 1) if torch.cuda.is_available() else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
@@ -253,8 +260,9 @@ def main() -> None:
                         help="images in the prepare-throughput folders")
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "rspretrain-scale"))
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scale_cpu.json"))
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1),
-                        help="DataLoader workers of every run (default: the cores but one, which the step needs)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="DataLoader workers of every run (default: 0 when the step trains on the CPU, else the "
+                             "cores but one)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -1,7 +1,11 @@
-"""``python -m rspretrain`` (and ``torchrun -m rspretrain``): the command line."""
+"""``python -m rspretrain`` (and ``torchrun -m rspretrain``): the command line.
+
+Guarded: a spawned DataLoader worker never re-runs a package's ``__main__`` (multiprocessing skips it), and the guard
+says so in the code as well."""
 
 import sys
 
 from rspretrain.apps.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -185,44 +185,48 @@ from rspretrain.apps.cli import destroy_process_group
 from rspretrain.pretrain.config import load_config
 from rspretrain.pretrain.run import pretrain
 
-config, overrides, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-tag, kill_at, resume = overrides.pop("_tag"), overrides.pop("_kill_at"), overrides.pop("_resume")
-rank = int(os.environ["RANK"])
+# Guarded: spawned DataLoader workers import this script again (as __mp_main__) and must not train.
+if __name__ == "__main__":
+    config, overrides, out = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    tag, kill_at, resume = overrides.pop("_tag"), overrides.pop("_kill_at"), overrides.pop("_resume")
+    rank = int(os.environ["RANK"])
 
-class RecordOrKill(L.Callback):
-    def __init__(self):
-        self.losses = {}
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == kill_at:  # before ModelCheckpoint's hook: this step's checkpoint is lost too
-            os.kill(os.getpid(), signal.SIGKILL)
-        self.losses[trainer.global_step] = float(outputs["loss"])
-        with open(os.path.join(out, f"{tag}_rank{rank}.json"), "w") as f:
-            json.dump(self.losses, f)
+    class RecordOrKill(L.Callback):
+        def __init__(self):
+            self.losses = {}
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == kill_at:  # before ModelCheckpoint's hook: this step's checkpoint is lost too
+                os.kill(os.getpid(), signal.SIGKILL)
+            self.losses[trainer.global_step] = float(outputs["loss"])
+            with open(os.path.join(out, f"{tag}_rank{rank}.json"), "w") as f:
+                json.dump(self.losses, f)
 
-pretrain(load_config(config, overrides), resume=resume, callbacks=[RecordOrKill()])
-destroy_process_group()
+    pretrain(load_config(config, overrides), resume=resume, callbacks=[RecordOrKill()])
+    destroy_process_group()
 '''
 
 
 # In memory: marked slow, as the step-indexed sampler's resume is covered on one rank (tests/pretrain/test_resume.py)
 # and the per-rank BatchNorm / shuffle-BN resume by the streamed case.
-@pytest.mark.parametrize("source", [pytest.param("memory", marks=pytest.mark.slow), "shards"])
+@pytest.mark.parametrize("source", [pytest.param("memory", marks=pytest.mark.slow), "shards", "shards+workers"])
 def test_a_killed_two_rank_run_resumes_with_each_ranks_losses(source, tmp_path, data_root, request):
     # ResNet: per-rank BatchNorm and shuffle-BN across ranks are in the resumed computation too. Streamed: each rank
     # reads its own chunks, and the loader position in the checkpoint brings both back inside the epoch.
     data = ({"data.root": str(data_root), "data.max_per_class": 4} if source == "memory" else
-            # No worker processes: forking a DDP rank's workers once deadlocked in CI on CPython 3.11 (the child
-            # blocked in PyOS_AfterFork_Child; gdb stack in the issue 14 note), so several ranks now spawn them
-            # (data.worker_start auto; tests/pretrain/test_streaming.py), whose start-up (seconds per launch) this
-            # three-launch test would pay; workers' state is covered on one rank.
+            # "shards": decoded in each rank's own process (the CPU default). "shards+workers": in a worker process
+            # per rank, started by spawn (forking a DDP rank's workers once deadlocked in CI on CPython 3.11, the
+            # child blocked in PyOS_AfterFork_Child; gdb stack in the issue 14 note), so the loader state that the
+            # checkpoint carries comes from the worker.
             {"data.dataset": f"shards:{request.getfixturevalue('prepared')}", "data.num_workers": 0})
+    if source == "shards+workers":  # as on GPU nodes: each rank's loader in a worker process, started by spawn
+        data.update({"data.num_workers": 1, "data.worker_start": "spawn"})
     base = {
         **data, "data.batch_size": 8, "model.backbone": "resnet10t",
         "model.image_size": 32, "model.queue_size": 64, "trainer.max_steps": 6, "trainer.ckpt_every_n_steps": 2,
         "trainer.accelerator": "cpu", "trainer.devices": 2, "trainer.strategy": "ddp", "trainer.progress_bar": False,
         "optim.warmup_steps": 2,
     }
-    if source == "shards":  # 36 images: 4 batches of 4 per rank and epoch, so the step-2 checkpoint is mid-epoch
+    if source != "memory":  # 36 images: 4 batches of 4 per rank and epoch, so the step-2 checkpoint is mid-epoch
         base["data.batch_size"] = 4
     straight = {**base, "trainer.out_dir": str(tmp_path / "straight"), "_tag": "straight", "_kill_at": -1,
                 "_resume": False}

@@ -62,6 +62,12 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule, Recipe
     dm.setup("fit")
     method_cls = get_method(cfg.method)
     data_kwargs = dm.model_kwargs()
+    for term in parse_terms(method_cls.knowledge_config(cfg.model)):
+        if getattr(term, "needs_land_cover", False) and "class_names" not in data_kwargs:
+            raise DataError(f"knowledge term {term.name}: data.dataset {cfg.data.dataset!r} has no land-cover "
+                            "proportions (the term needs georeferenced tiles with a land-cover product: "
+                            "landcover:IMAGES with data.dataset_options.land_cover + scheme, or shards prepared from "
+                            "such a source)")
     accepted = constructor_parameters(method_cls)
     model_kwargs = model_arguments(cfg, data_kwargs)
     if cfg.data.natural_dataset is None and "class_names" in data_kwargs and "class_names" not in accepted:
@@ -101,8 +107,11 @@ def knowledge_data(cfg: RunConfig) -> dict:
         ConfigError: a term without its data source, naming the term.
     """
     data = asdict(cfg.data)
-    for term in parse_terms(get_method(cfg.method).knowledge_config(cfg.model)):
+    terms = parse_terms(get_method(cfg.method).knowledge_config(cfg.model))
+    for term in terms:
         term.configure_data(data)
+    for term in terms:
+        term.check_data(data)
     return data
 
 

@@ -121,6 +121,7 @@ def load_scene_splits(
     name: str,
     root: str | os.PathLike | None = None,
     max_train_per_class: int | None = None,
+    test_split: str | None = None,
 ) -> tuple[SceneDataset, SceneDataset]:
     """Build the ``(train, test)`` scene datasets of an evaluation dataset (see module docstring for the splits).
 
@@ -129,12 +130,15 @@ def load_scene_splits(
         root: Data root passed to ``rspretrain.data.build_dataset``; None lets that package use its default.
         max_train_per_class: Keep only the first n training samples per class (quick runs); the test side is never
             subsampled so scores stay comparable.
+        test_split: score another split than the plan's test split (``"val"`` for model selection: a sweep that
+            picked its settings on the test split would report an optimistic score).
 
     Raises:
         ConfigError: Unknown dataset name or bad ``max_train_per_class``.
         DataError: Train and test disagree on the class list.
     """
-    train_split, test_split, image_size = scene_split_plan(name)
+    train_split, plan_test_split, image_size = scene_split_plan(name)
+    test_split = test_split or plan_test_split
     if max_train_per_class is not None and max_train_per_class < 1:
         raise ConfigError(f"max_train_per_class must be >= 1, got {max_train_per_class}")
     # Imported here so the evaluation package (and its tests) do not need the datasets package at import time.

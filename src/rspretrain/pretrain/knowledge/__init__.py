@@ -3,15 +3,15 @@
 One file per term, registered by name (:func:`~rspretrain.pretrain.knowledge.base.register_term`):
 
 - ``natural_images`` (:mod:`.natural_images`): GeRSP's supervised classification of labeled natural images, in
-  the student's shared-BN forward.
+  the student's shared-BN forward;
+- ``land_cover`` (:mod:`.land_cover`): GeoKR's land-cover proportions of each georeferenced tile as a soft target,
+  with GeoKR's noise-robust mean teacher (``teacher: sparse``) or without (``teacher: none``).
 
 A base (``moco``, ``byol``, ``cmid``) takes ``model.knowledge: [{term: {options}}, ...]`` and adds each term's
 weighted loss to its own; ``gersp`` is the preset ``moco`` + ``natural_images`` (:mod:`rspretrain.pretrain.methods.gersp`).
-
-Not a term: GeoKR's land-cover supervision keeps its own method (``geokr``), because its objective is the
-land-cover loss *with* a noise-robust mean teacher that sees the same view, updated at sparse intervals and exported;
-that teacher is not a base objective here (a base's EMA teacher sees another view and serves the base's loss), so a
-``land_cover`` term on another base would not be GeoKR's objective (see the issue note).
+GeoKR stays a method of its own (``geokr``): it has no self-supervised base (its objective is the land-cover term
+alone, ``L_cls + L_cons``) and it exports the term's teacher; the ``land_cover`` term with ``teacher: sparse`` computes
+the same loss on the same view and networks (``tests/pretrain/knowledge/test_land_cover.py``).
 
 Example:
     >>> from rspretrain.pretrain import methods

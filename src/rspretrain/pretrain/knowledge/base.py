@@ -34,6 +34,7 @@ import torch
 
 from rspretrain.core.config import coerce
 from rspretrain.core.errors import ConfigError
+from rspretrain.nn.heads import LinearClassifier
 
 T = TypeVar("T", bound=type)
 
@@ -59,6 +60,8 @@ class KnowledgeTerm:
 
     #: The name in ``model.knowledge`` and in logs.
     name: ClassVar[str] = "term"
+    #: The student entry of the term's head (:meth:`attach_linear_head`).
+    head: ClassVar[str] = "term"
     #: Images the term adds to the student's shared forward (its views, concatenated after the base's query view).
     shared_inputs: ClassVar[int] = 0
 
@@ -80,6 +83,10 @@ class KnowledgeTerm:
         """Point the datamodule's arguments ``data`` (``data:`` section as a dict) at the term's source, or raise
         :class:`ConfigError` naming the term when it has none."""
 
+    def check_data(self, data: dict[str, Any]) -> None:
+        """Refuse, with a :class:`ConfigError` naming the term, a ``data`` section it cannot train with, once every
+        term has configured it (e.g. a source another term pairs in)."""
+
     def from_data(self, data_kwargs: dict[str, Any]) -> KnowledgeTerm:
         """The term with its data-derived options (classes) filled from the datamodule's ``model_kwargs()``."""
         return self
@@ -87,6 +94,16 @@ class KnowledgeTerm:
     # -- model -----------------------------------------------------------------------------------------
     def attach(self, method) -> None:
         """Add the term's heads to ``method.student`` (called at the end of the base's constructor)."""
+
+    def attach_linear_head(self, method, num_classes: int | None, source: str) -> None:
+        """Add a linear head ``method.student[self.head]`` on the backbone's pooled features for ``num_classes``
+        classes (``source``: where they come from, for the error when they are unknown)."""
+        if num_classes is None:
+            raise ConfigError(f"knowledge term {self.name}: num_classes is unknown (it is set from {source}; give it "
+                              "when building the method by hand)")
+        if self.head in method.student:
+            raise ConfigError(f"knowledge term {self.name}: the student already has a {self.head!r} head")
+        method.student[self.head] = LinearClassifier(method.backbone.num_features, num_classes)
 
     def make_views(self, method, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """The term's ``shared_inputs`` views of ``batch`` (fp32, on the batch's device)."""

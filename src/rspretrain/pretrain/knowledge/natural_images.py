@@ -30,7 +30,6 @@ import torch
 from torch.nn import functional as F
 
 from rspretrain.core.errors import ConfigError, DataError
-from rspretrain.nn.heads import LinearClassifier
 from rspretrain.pretrain.knowledge.base import KnowledgeTerm, register_term
 from rspretrain.views import functional as VF
 
@@ -80,12 +79,7 @@ class NaturalImages(KnowledgeTerm):
         return self
 
     def attach(self, method) -> None:
-        if self.num_classes is None:
-            raise ConfigError("knowledge term natural_images: num_classes is unknown (it is set from the term's data "
-                              "source; give it when building the method by hand)")
-        if self.head in method.student:
-            raise ConfigError(f"knowledge term natural_images: the student already has a {self.head!r} head")
-        method.student[self.head] = LinearClassifier(method.backbone.num_features, self.num_classes)
+        self.attach_linear_head(method, self.num_classes, "the term's data source")
 
     def make_views(self, method, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         if "natural_image" not in batch or "natural_label" not in batch:

@@ -90,6 +90,9 @@ class PretrainMethod(BackboneModule):
         self.steps_per_epoch: int | None = None
         #: The knowledge terms attached to this base (:meth:`attach_knowledge`), in order.
         self.knowledge: list[KnowledgeTerm] = []
+        #: The terms' parts that are neither student heads nor optimised (a term's view recipe, its teacher): moved
+        #: with the method and saved in its checkpoints.
+        self.knowledge_modules = nn.ModuleDict()
 
     def build_views(self, image_size: int, value_scale: float, rgb: Sequence[int] | None) -> nn.Module:
         """The view maker (MoCo v2's recipe here); called once the backbone exists, so a recipe may
@@ -218,4 +221,6 @@ class PretrainMethod(BackboneModule):
         crop_scales = getattr(self.views, "crop_scales", None)
         if crop_scales is None:
             return (), ()
+        if any(getattr(term, "needs_whole_image", False) for term in self.knowledge):
+            return (), crop_scales(1)  # a term labels whole images (land cover): the base crops on the device
         return crop_scales(self.views_per_image), crop_scales(1)

@@ -1,0 +1,476 @@
+"""What each knowledge term buys (issue 18): arms that share one tuned base config and differ only in the term.
+
+One command, four stages; every stage is resumable (finished trainings and scores are reused, an interrupted
+training continues from its last checkpoint, a run folder made with other settings is an error), so a killed study
+continues by running the same command again.
+
+1. **tune** (``--tune-steps``, seed 0): per base, a coordinate sweep around its shipped EuroSAT config (``TUNE_GRID``:
+   lr, then the contrastive temperature, then the teacher EMA; each step keeps the best so far). Every candidate
+   is pretrained for ``--tune-steps`` and scored by linear probe (ties: kNN) on EuroSAT **val** (our split of the
+   27,000 images, disjoint from train and test), the probe trained on 100 EuroSAT-train images per class. The
+   winners are the bases' tuned configs (``<out>/tune.json``). The test split is never looked at here.
+2. **train**: per seed (seed-major, so a study stopped early has whole seeds), the arms of ``ARMS``:
+
+   - ``B``: the tuned base ``B`` (``moco``, ``cmid``) for ``--steps`` steps;
+   - ``B+natural_images``: the same config plus GeRSP's term (``model.knowledge: [{natural_images: {weight: 1,
+     dataset: cifar10}}]``, :mod:`rspretrain.pretrain.knowledge.natural_images`) for the same steps (equal steps);
+   - ``B+natural_images@equal_time``: the same, for ``round(steps * c_B / c_B+term)`` steps, where ``c`` is the
+     training CPU seconds per step measured in that seed's two equal-step runs (process CPU time: it does not change
+     when the machine is shared), so the term gets the base's compute (equal time); its schedule is fitted to its
+     own length;
+   - ablations of CMID (``--ablations``, after every seed's main arms): ``cmid-no_mim`` (``mim_weight 0``) and
+     ``cmid-no_local`` (``local_weight 0``).
+
+   A seed fixes the initial weights (a term's head is built after every shared module, so the shared modules start
+   bit-equal), the RS data order (:class:`~rspretrain.data.step_indexed_sampler.StepIndexedBatchSampler`) and the RS
+   views (:mod:`rspretrain.core.rng_state`: a step's draws come from (seed, rank, step); the term's views are drawn
+   after the base's), so per seed the arms differ only in the term (``tests/benchmarks`` checks the first two).
+3. **score**: every backbone (and the fixed random init) by kNN and linear probe on EuroSAT test and UC Merced test,
+   per test image (:func:`rspretrain.apps.paired_study.score_backbone`; probes trained on 100 images per class);
+   then (``--dense``, after every arm is trained) every backbone and a random init, fine-tuned with the dense tasks'
+   default schedules for ``--dense-epochs`` at the arm's seed: Dubai segmentation (mIoU) and LEVIR-CD change
+   detection (F1); their paired differences get a t interval over seeds.
+4. **report**: per comparison x dataset x protocol, the paired difference ``b - a`` in points with a 95 % two-level
+   bootstrap interval over seeds and test images, and one verdict per paper claim over all its rows
+   (:func:`~rspretrain.apps.paired_study.judge_claims`: *supported*, *not supported*, *mixed* naming the rows, or
+   *undecided at this budget*). Writes ``--json`` (plus ``.md`` and ``.png`` beside it).
+
+Not here: SSKDNet is a fine-tuning term, and its controlled comparison (plain fine-tuning vs SSKDNet, paired seeds,
+same backbone and epochs) is ``benchmarks/sskdnet_vs_finetune.py``. GeoKR's land-cover term is not a term of these
+bases (:mod:`rspretrain.pretrain.knowledge`).
+
+Usage (resumable; on 2 cores the tuning and the main arms' classification scores take about 2 hours, the ablations and
+the dense scores each about another hour)::
+
+    python benchmarks/knowledge_study.py --out runs/knowledge_study --json benchmarks/results/knowledge_study_cpu.json
+    python benchmarks/knowledge_study.py --out runs/knowledge_study --report-only   # the table from what is done
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rspretrain.apps.benchmark import BenchmarkRun, TrainingFailed, train_run
+from rspretrain.apps.paired_study import judge_claims, paired_difference, score_backbone, t_interval
+from rspretrain.core.json_io import write_json
+from rspretrain.downstream.frozen.scene_benchmark import PROTOCOLS, load_scene_splits
+from rspretrain.pretrain.config import load_config
+
+#: base -> its shipped EuroSAT config
+BASES = {"moco": "moco_resnet18_eurosat", "cmid": "cmid_resnet18_eurosat"}
+#: base -> the coordinate sweep: (key, candidate values), in order; the shipped value is among the candidates.
+TUNE_GRID: dict[str, list[tuple[str, list[Any]]]] = {
+    "moco": [("optim.lr", [0.03, 0.1, 0.3]), ("model.temperature", [0.1, 0.2, 0.3]), ("model.momentum", [0.99, 0.996])],
+    "cmid": [("optim.lr", [5e-4, 1e-3, 2e-3]), ("model.temperature", [0.1, 0.2]), ("model.base_momentum", [0.99, 0.996])],
+}
+TERM = "natural_images"
+TERM_OVERRIDES = {"model.knowledge": [{TERM: {"weight": 1.0, "dataset": "cifar10"}}]}
+ABLATIONS = {"cmid-no_mim": ("cmid", {"model.mim_weight": 0.0}), "cmid-no_local": ("cmid", {"model.local_weight": 0.0})}
+EQUAL_TIME = "@equal_time"
+#: dense task -> the score its paired difference is taken on
+DENSE_METRICS = {"segmentation": "miou", "change": "f1"}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    label: str
+    a: str
+    b: str
+    claim: str = ""
+
+
+def comparisons(bases: list[str], ablations: bool) -> list[Comparison]:
+    out = []
+    for base in bases:
+        novel = " (no paper has it)" if base != "moco" else ""
+        claim = ("GeRSP: supervised learning on labeled natural images, added to RS contrastive pretraining, improves "
+                 "RS transfer" if base == "moco" else f"{base} + natural images{novel} beats {base} alone")
+        out.append(Comparison(f"{TERM} on {base}, equal steps{novel}", base, f"{base}+{TERM}", claim))
+        out.append(Comparison(f"{TERM} on {base}, equal time{novel}", base, f"{base}+{TERM}{EQUAL_TIME}",
+                              f"{claim}, at the base's compute"))
+    if ablations and "cmid" in bases:
+        out.append(Comparison("MIM in CMID (cmid - cmid-no_mim)", "cmid-no_mim", "cmid",
+                              "CMID: masked image modelling adds to the contrastive objectives"))
+        out.append(Comparison("local branch in CMID (cmid - cmid-no_local)", "cmid-no_local", "cmid",
+                              "CMID: the local (patch) self-distillation adds to MIM + global contrast"))
+    for base in bases:
+        out.append(Comparison(f"{base} - random init", "random-init", base, f"{base} beats random init"))
+    return out
+
+
+@dataclass
+class Study:
+    args: argparse.Namespace
+    out: Path
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)
+    runs: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)  # (arm, seed) -> record + scores
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        settings = {"trainer.max_epochs": None, "trainer.ckpt_every_n_steps": 50, "trainer.progress_bar": False}
+        if self.args.data_root:
+            settings["data.root"] = self.args.data_root
+        return settings
+
+    # --- stage 1 -------------------------------------------------------------------------------------------------
+    def tune(self, base: str) -> dict[str, Any]:
+        path = self.out / "tune.json"
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        if base in record and record[base]["grid"] == _jsonable(TUNE_GRID[base]) \
+                and record[base]["steps"] == self.args.tune_steps:
+            return record[base]["best"]
+        shipped = load_config(BASES[base])
+        best = {key: _get(shipped, key) for key, _ in TUNE_GRID[base]}
+        tried = []
+        splits = self.validation_splits()
+        for key, values in TUNE_GRID[base]:
+            scored = []
+            for value in values:
+                candidate = {**best, key: value}
+                name = f"{base}_" + "_".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in candidate.items())
+                run = BenchmarkRun(name, BASES[base], {**candidate, "seed": 0, "trainer.max_steps": self.args.tune_steps})
+                try:
+                    train_run(run, self.out / "tune", self.settings)
+                except TrainingFailed as err:  # e.g. a non-finite loss at a too-high lr: the candidate loses
+                    print(f"[tune {base}] {candidate}: {err}", flush=True)
+                    tried.append({"overrides": candidate, "failed": str(err)})
+                    continue
+                scores = score_backbone(name, self.out / "tune" / name / "checkpoints" / "last.ckpt", splits,
+                                        self.out / "tune" / name, 0)
+                accuracy = {k: round(100 * sum(v) / len(v), 2) for k, v in scores.items()}
+                tried.append({"overrides": candidate, "val": accuracy})
+                scored.append(((accuracy["eurosat_val/linear"], accuracy["eurosat_val/knn"]), value))
+                print(f"[tune {base}] {candidate}: val linear {accuracy['eurosat_val/linear']}, knn "
+                      f"{accuracy['eurosat_val/knn']}", flush=True)
+            if scored:  # the first of equal scores: the smaller value
+                best[key] = max(scored, key=lambda s: s[0])[1]
+        record[base] = {"grid": _jsonable(TUNE_GRID[base]), "steps": self.args.tune_steps, "shipped":
+                        {key: _get(shipped, key) for key, _ in TUNE_GRID[base]}, "tried": tried, "best": best}
+        write_json(path, record)
+        return best
+
+    def validation_splits(self) -> dict:
+        if not hasattr(self, "_val"):
+            self._val = {"eurosat_val": load_scene_splits("eurosat", self.args.data_root, self.args.probe_per_class,
+                                                          test_split="val")}
+        return self._val
+
+    def test_splits(self) -> dict:
+        if not hasattr(self, "_test"):
+            self._test = {d: load_scene_splits(d, self.args.data_root, self.args.probe_per_class)
+                          for d in self.args.datasets.split(",")}
+        return self._test
+
+    # --- stages 2 and 3 ------------------------------------------------------------------------------------------
+    def arm_overrides(self, arm: str, seed: int) -> tuple[str, dict[str, Any]] | None:
+        """``(config, overrides)`` of one arm at one seed (None: an equal-time arm whose pair is not trained yet)."""
+        if arm in ABLATIONS:
+            base, change = ABLATIONS[arm]
+            return BASES[base], {**self.tuned[base], **change, "seed": seed, "trainer.max_steps": self.args.steps}
+        base, _, rest = arm.partition("+")
+        overrides = {**self.tuned[base], "seed": seed, "trainer.max_steps": self.args.steps}
+        if rest:
+            overrides.update(TERM_OVERRIDES)
+        if rest.endswith(EQUAL_TIME):
+            steps = self.equal_time_steps(base, seed)
+            if steps is None:
+                return None
+            overrides["trainer.max_steps"] = steps
+        return BASES[base], overrides
+
+    def equal_time_steps(self, base: str, seed: int) -> int | None:
+        """Steps of ``B+term@equal_time`` at ``seed``: the term's run gets the base's training CPU time; fixed once
+        computed (``equal_time.json``), so a resumed study keeps the same run."""
+        path = self.out / "equal_time.json"
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        key = f"{base}_s{seed}"
+        if key not in known:
+            clocks = [self.out / "train" / _folder(arm, seed) / "clock.json" for arm in (base, f"{base}+{TERM}")]
+            if not all(c.is_file() for c in clocks) or not all((c.parent / "train.json").is_file() for c in clocks):
+                return None
+            (cb, ck) = [json.loads(c.read_text()) for c in clocks]
+            cpu_base, cpu_term = cb["cpu_seconds"] / cb["steps"], ck["cpu_seconds"] / ck["steps"]
+            known[key] = {"cpu_s_per_step_base": round(cpu_base, 4), "cpu_s_per_step_term": round(cpu_term, 4),
+                          "wall_s_per_step_base": round(cb["train_seconds"] / cb["steps"], 4),
+                          "wall_s_per_step_term": round(ck["train_seconds"] / ck["steps"], 4),
+                          "steps": max(1, round(self.args.steps * cpu_base / cpu_term))}
+            write_json(path, known)
+        return int(known[key]["steps"])
+
+    def train_and_score(self, arm: str, seed: int) -> None:
+        spec = self.arm_overrides(arm, seed)
+        if spec is None:
+            return
+        config, overrides = spec
+        name = _folder(arm, seed)
+        try:
+            record = train_run(BenchmarkRun(name, config, overrides), self.out / "train", self.settings)
+        except TrainingFailed as err:  # reported, left out of the table; the other arms go on
+            print(f"[{name}] {err}", flush=True)
+            self.failed.append({"arm": arm, "seed": seed, "error": str(err)})
+            return
+        run_dir = self.out / "train" / name
+        scores = score_backbone(name, run_dir / "checkpoints" / "last.ckpt", self.test_splits(), run_dir, seed)
+        clock = json.loads((run_dir / "clock.json").read_text())
+        self.runs[(arm, seed)] = {"record": record, "scores": scores,
+                                  "cpu_s_per_step": round(clock["cpu_seconds"] / max(clock["steps"], 1), 4)}
+        print(f"[{name}] {record['steps']} steps, {self.runs[(arm, seed)]['cpu_s_per_step']} CPU s/step, " + ", ".join(
+            f"{k} {100 * sum(v) / len(v):.1f}" for k, v in scores.items()), flush=True)
+
+    def arms(self) -> list[tuple[str, int]]:
+        bases = self.args.bases.split(",")
+        main = [a for b in bases for a in (b, f"{b}+{TERM}", f"{b}+{TERM}{EQUAL_TIME}")]
+        order = [(arm, seed) for seed in self.args.seeds for arm in main]
+        if self.args.ablations and "cmid" in bases:
+            order += [(arm, seed) for seed in self.args.seeds for arm in ABLATIONS]
+        return order
+
+    def collect_finished(self) -> None:
+        """Load every finished arm's record and scores (``--report-only``), training nothing."""
+        for arm, seed in self.arms():
+            run_dir = self.out / "train" / _folder(arm, seed)
+            if (run_dir / "train.json").is_file() and (run_dir / "scores.json").is_file():
+                clock = json.loads((run_dir / "clock.json").read_text())
+                self.runs[(arm, seed)] = {"record": json.loads((run_dir / "train.json").read_text()),
+                                          "scores": json.loads((run_dir / "scores.json").read_text()),
+                                          "cpu_s_per_step": round(clock["cpu_seconds"] / max(clock["steps"], 1), 4)}
+
+    def dense_scores(self, arm: str, seed: int) -> dict[str, float | None]:
+        """``{task: score}`` of one arm's backbone fine-tuned on each ``--dense`` task (``dense.json`` in its folder),
+        and the random init's at the same seed (the schedule's seed fixes the head, crops and order: paired)."""
+        run_dir = self.out / "train" / _folder(arm, seed)
+        return {task: self._dense(task, run_dir / "checkpoints" / "last.ckpt", run_dir, seed, False)
+                for task in self.dense_tasks}
+
+    def random_dense_scores(self, seed: int, like: Path) -> dict[str, float | None]:
+        return {task: self._dense(task, like, self.out / "random_init", seed, True) for task in self.dense_tasks}
+
+    @property
+    def dense_tasks(self) -> list[str]:
+        return [t for t in self.args.dense.split(",") if t and t != "none"]
+
+    def _dense(self, task: str, ckpt: Path, folder: Path, seed: int, random_init: bool) -> float | None:
+        from rspretrain.downstream.dense.evaluate import default_schedule, run_dense_task
+        from rspretrain.downstream.sources import encoder_specs
+
+        path = folder / (f"dense_s{seed}.json" if random_init else "dense.json")
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        key = f"{task}/{self.args.dense_epochs}ep"
+        if key not in known and self.args.report_only:
+            return None
+        if key not in known:
+            schedule = dataclasses.replace(default_schedule(task, epochs=self.args.dense_epochs), seed=seed,
+                                           progress=False)
+            specs = [s for s in encoder_specs(str(ckpt), with_random_init=True) if (s.name == "random-init") ==
+                     random_init]
+            with tempfile.TemporaryDirectory() as tmp:
+                (result,) = run_dense_task(task, specs, None, Path(tmp) / "out", schedule)
+            known[key] = result.value(DENSE_METRICS[task])
+            write_json(path, known)
+        return float(known[key])
+
+    # --- stage 4 -------------------------------------------------------------------------------------------------
+    def report(self) -> dict[str, Any]:
+        bases = self.args.bases.split(",")
+        random_scores = None
+        first = next(((a, s) for (a, s) in self.runs), None)
+        if first is not None:
+            ckpt = self.out / "train" / _folder(*first) / "checkpoints" / "last.ckpt"
+            random_scores = score_backbone("random-init", None, self.test_splits(), self.out / "random_init", 0,
+                                           like=ckpt)
+        rows = []
+        for comparison in comparisons(bases, self.args.ablations):
+            seeds = [s for s in self.args.seeds if (comparison.b, s) in self.runs
+                     and (comparison.a == "random-init" or (comparison.a, s) in self.runs)]
+            if not seeds or (comparison.a == "random-init" and random_scores is None):
+                continue
+            for key in self.runs[(comparison.b, seeds[0])]["scores"]:
+                a = [random_scores[key] if comparison.a == "random-init" else self.runs[(comparison.a, s)]["scores"][key]
+                     for s in seeds]
+                b = [self.runs[(comparison.b, s)]["scores"][key] for s in seeds]
+                dataset, protocol = key.split("/")
+                steps = {arm: [self.runs[(arm, s)]["record"]["steps"] for s in seeds] for arm in (comparison.a,
+                         comparison.b) if arm != "random-init"}
+                rows.append({"comparison": comparison.label, "a": comparison.a, "b": comparison.b,
+                             "claim": comparison.claim, "dataset": dataset, "protocol": protocol, "seed_list": seeds,
+                             "steps": steps, **paired_difference(a, b)})
+        claims = judge_claims(rows)
+        dense_rows = self.dense_report(bases, first) if self.dense_tasks and first is not None else []
+        return {
+            "steps": self.args.steps, "tune_steps": self.args.tune_steps, "seeds": self.args.seeds,
+            "probe_per_class": self.args.probe_per_class, "tuned": self.tuned, "term": TERM_OVERRIDES,
+            "equal_time": json.loads((self.out / "equal_time.json").read_text())
+            if (self.out / "equal_time.json").is_file() else {},
+            "tune": json.loads((self.out / "tune.json").read_text()) if (self.out / "tune.json").is_file() else {},
+            "random_init": {k: round(100 * sum(v) / len(v), 2) for k, v in (random_scores or {}).items()},
+            "arms": [{"arm": arm, "seed": seed, "steps": r["record"]["steps"], "cpu_s_per_step": r["cpu_s_per_step"],
+                      "images_per_s": r["record"]["images_per_s"],
+                      **{k: round(100 * sum(v) / len(v), 2) for k, v in r["scores"].items()}}
+                     for (arm, seed), r in sorted(self.runs.items(), key=lambda kv: (kv[0][1], kv[0][0]))],
+            "rows": rows, "claims": claims, "dense_rows": dense_rows, "dense_epochs": self.args.dense_epochs,
+            "failed": self.failed,
+        }
+
+
+    def dense_report(self, bases: list[str], first: tuple[str, int]) -> list[dict[str, Any]]:
+        """Per comparison and dense task: ``b - a`` per seed (each arm fine-tuned with one schedule and seed) with a
+        t interval over the seeds (a dense score has no per-image decomposition to bootstrap over)."""
+        like = self.out / "train" / _folder(*first) / "checkpoints" / "last.ckpt"
+        scores: dict[tuple[str, int], dict[str, float]] = {}
+        rows = []
+        for comparison in comparisons(bases, self.args.ablations):
+            seeds = [s for s in self.args.seeds if (comparison.b, s) in self.runs
+                     and (comparison.a == "random-init" or (comparison.a, s) in self.runs)]
+            for seed in seeds:
+                for arm in (comparison.a, comparison.b):
+                    if (arm, seed) not in scores:
+                        scores[(arm, seed)] = (self.random_dense_scores(seed, like) if arm == "random-init"
+                                               else self.dense_scores(arm, seed))
+            for task in self.dense_tasks:
+                done = [s for s in seeds if scores[(comparison.a, s)][task] is not None
+                        and scores[(comparison.b, s)][task] is not None]  # --report-only: what is scored
+                if not done:
+                    continue
+                a = [scores[(comparison.a, s)][task] for s in done]
+                b = [scores[(comparison.b, s)][task] for s in done]
+                diff = t_interval([100 * (y - x) for x, y in zip(a, b)])
+                rows.append({"comparison": comparison.label, "a": comparison.a, "b": comparison.b, "task": task,
+                             "metric": DENSE_METRICS[task], "seed_list": done,
+                             "a_scores": [round(100 * x, 2) for x in a], "b_scores": [round(100 * y, 2) for y in b],
+                             "difference": round(diff["mean"], 2),
+                             "ci95": [round(v, 2) for v in diff["ci95"]] if diff["ci95"] else None})
+        return rows
+
+
+def format_report(payload: dict[str, Any]) -> str:
+    lines = [f"Knowledge study: paired differences b - a in points, 95 % bootstrap CI over seeds and test images; "
+             f"{payload['steps']} steps (equal-time arms: the base's CPU time); probes on {payload['probe_per_class']} "
+             "training images per class", "",
+             "| comparison | dataset | protocol | a per seed | b per seed | b - a [95 % CI] | verdict | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in payload["rows"]:
+        lines.append(f"| {r['comparison']} | {r['dataset']} | {r['protocol']} | {', '.join(map(str, r['a']))} | "
+                     f"{', '.join(map(str, r['b']))} | {r['difference']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+                     f" | {r['verdict']} | {r['seeds']} |")
+    if payload["dense_rows"]:
+        lines += ["", f"Dense transfer ({payload['dense_epochs']} fine-tuning epochs, default schedule): b - a per "
+                  "seed, mean [95 % t interval over seeds]", "",
+                  "| comparison | task (metric) | a per seed | b per seed | b - a [95 % CI] |", "|---|---|---|---|---|"]
+        for r in payload["dense_rows"]:
+            ci = f" [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]" if r["ci95"] else ""
+            lines.append(f"| {r['comparison']} | {r['task']} ({r['metric']}) | {', '.join(map(str, r['a_scores']))} | "
+                         f"{', '.join(map(str, r['b_scores']))} | {r['difference']:+.2f}{ci} |")
+    lines += ["", "| claim | verdict | evidence |", "|---|---|---|"]
+    lines += [f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in payload["claims"]]
+    if payload["tuned"]:
+        lines += ["", "Tuned on EuroSAT val: " + "; ".join(f"{b}: {t}" for b, t in payload["tuned"].items())]
+    return "\n".join(lines)
+
+
+def plot(payload: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = payload["rows"]
+    if not rows:
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 0.32 * len(rows) + 2), gridspec_kw={"width_ratios": [3, 1]})
+    y = np.arange(len(rows))
+    diffs = np.array([r["difference"] for r in rows])
+    err = np.array([[r["difference"] - r["ci_low"], r["ci_high"] - r["difference"]] for r in rows]).T
+    colours = ["tab:green" if r["ci_low"] > 0 else "tab:red" if r["ci_high"] < 0 else "tab:gray" for r in rows]
+    for i in range(len(rows)):
+        left.errorbar(diffs[i], y[i], xerr=err[:, i:i + 1], fmt="o", color=colours[i], capsize=3)
+    left.axvline(0, color="k", lw=0.8)
+    left.set_yticks(y, [f"{r['comparison']} | {r['dataset']} {r['protocol']}" for r in rows], fontsize=7)
+    left.invert_yaxis()
+    left.set_xlabel("accuracy difference b - a (points, 95 % CI over seeds and test images)")
+    arms = list(dict.fromkeys(a["arm"] for a in payload["arms"]))
+    cost = [np.mean([a["cpu_s_per_step"] for a in payload["arms"] if a["arm"] == arm]) for arm in arms]
+    right.barh(arms, cost, color="tab:blue")
+    right.invert_yaxis()
+    right.set_xlabel("training CPU s / step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _folder(arm: str, seed: int) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{arm}_s{seed}")
+
+
+def _get(cfg, dotted: str) -> Any:
+    section, key = dotted.split(".")
+    part = getattr(cfg, section)
+    return part[key] if isinstance(part, dict) else getattr(part, key)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/knowledge_study")
+    parser.add_argument("--bases", default=",".join(BASES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--tune-steps", type=int, default=200)
+    parser.add_argument("--no-ablations", dest="ablations", action="store_false")
+    parser.add_argument("--datasets", default="eurosat,ucmerced")
+    parser.add_argument("--probe-per-class", type=int, default=100)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--dense", default="segmentation,change",
+                        help="dense tasks every arm is also fine-tuned on (Dubai, LEVIR-CD samples), or 'none'")
+    parser.add_argument("--dense-epochs", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true", help="tabulate what is finished; train nothing")
+    parser.add_argument("--json", default=None, help="also write the results JSON here (plus .md and .png beside)")
+    args = parser.parse_args(argv)
+    bad_tasks = [t for t in args.dense.split(",") if t and t != "none" and t not in DENSE_METRICS]
+    if bad_tasks:
+        parser.error(f"--dense: {', '.join(bad_tasks)} not among {', '.join(DENSE_METRICS)} (or none)")
+    unknown = [b for b in args.bases.split(",") if b not in BASES]
+    if unknown:
+        parser.error(f"--bases: {', '.join(unknown)} not among {', '.join(BASES)}")
+    study = Study(args, Path(args.out))
+    start = time.perf_counter()
+    tuned_path = study.out / "tune.json"
+    for base in args.bases.split(","):
+        if args.report_only:
+            tuned = json.loads(tuned_path.read_text()) if tuned_path.is_file() else {}
+            if base in tuned:
+                study.tuned[base] = tuned[base]["best"]
+        else:
+            study.tuned[base] = study.tune(base)
+    if args.report_only:
+        study.collect_finished()
+    else:
+        for arm, seed in study.arms():
+            study.train_and_score(arm, seed)
+    payload = {**study.report(), "wall_s": round(time.perf_counter() - start, 1), "protocols": list(PROTOCOLS)}
+    table = format_report(payload)
+    print(table)
+    write_json(study.out / "results.json", payload)
+    if args.json:
+        path = Path(args.json)
+        write_json(path, payload)
+        path.with_suffix(".md").write_text(table + "\n")
+        plot(payload, path.with_suffix(".png"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
