@@ -137,6 +137,11 @@ class Study:
             scored = []
             for value in values:
                 candidate = {**best, key: value}
+                earlier = next((t for t in tried if t["overrides"] == candidate), None)
+                if earlier is not None:  # the best so far, tried at an earlier key: scored once
+                    if "rank" in earlier:
+                        scored.append((earlier["rank"], value))
+                    continue
                 name = f"{base}_" + "_".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in candidate.items())
                 run = BenchmarkRun(name, BASES[base], {**candidate, "seed": 0, "trainer.max_steps": self.args.tune_steps})
                 try:
@@ -148,8 +153,9 @@ class Study:
                 scores = score_backbone(name, self.out / "tune" / name / "checkpoints" / "last.ckpt", splits,
                                         self.out / "tune" / name, 0)
                 accuracy = {k: round(100 * sum(v) / len(v), 2) for k, v in scores.items()}
-                tried.append({"overrides": candidate, "val": accuracy})
-                scored.append(((accuracy["eurosat_val/linear"], accuracy["eurosat_val/knn"]), value))
+                rank = (accuracy["eurosat_val/linear"], accuracy["eurosat_val/knn"])
+                tried.append({"overrides": candidate, "val": accuracy, "rank": rank})
+                scored.append((rank, value))
                 print(f"[tune {base}] {candidate}: val linear {accuracy['eurosat_val/linear']}, knn "
                       f"{accuracy['eurosat_val/knn']}", flush=True)
             if scored:  # the first of equal scores: the smaller value
