@@ -19,12 +19,18 @@ continues by running the same command again.
      when the machine is shared), so the term gets the base's compute (equal time); its schedule is fitted to its
      own length;
    - ablations of CMID (``--ablations``, after every seed's main arms): ``cmid-no_mim`` (``mim_weight 0``) and
-     ``cmid-no_local`` (``local_weight 0``).
+     ``cmid-no_local`` (``local_weight 0``);
+   - arm groups on other data (``--groups``, last): ``zion:moco``, ``zion:moco+land_cover`` and its equal-time arm,
+     the tuned MoCo on 64 px RGB tiles of the Zion Landsat 8 scene with NLCD 2011 (``GROUPS``), without and with
+     GeoKR's land-cover term (:mod:`rspretrain.pretrain.knowledge.land_cover`, sparse mean teacher). Their
+     backbones have seen Landsat reflectance, so they (and the group's random init) are scored with each target
+     dataset's own band statistics (``target_statistics``), as ``benchmarks/geokr_zion.py --rgb-transfer``; the
+     dense stage leaves them out.
 
    A seed fixes the initial weights (a term's head is built after every shared module, so the shared modules start
    bit-equal), the RS data order (:class:`~rspretrain.data.step_indexed_sampler.StepIndexedBatchSampler`) and the RS
    views (:mod:`rspretrain.core.rng_state`: a step's draws come from (seed, rank, step); the term's views are drawn
-   after the base's), so per seed the arms differ only in the term (``tests/benchmarks`` checks the first two).
+   after the base's), so per seed the arms differ only in the term (``tests/pretrain/knowledge/test_pairing.py``).
 3. **score**: every backbone (and the fixed random init) by kNN and linear probe on EuroSAT test and UC Merced test,
    per test image (:func:`rspretrain.apps.paired_study.score_backbone`; probes trained on 100 images per class);
    then (``--dense``, after every arm is trained) every backbone and a random init, fine-tuned with the dense tasks'
@@ -36,8 +42,8 @@ continues by running the same command again.
    *undecided at this budget*). Writes ``--json`` (plus ``.md`` and ``.png`` beside it).
 
 Not here: SSKDNet is a fine-tuning term, and its controlled comparison (plain fine-tuning vs SSKDNet, paired seeds,
-same backbone and epochs) is ``benchmarks/sskdnet_vs_finetune.py``. GeoKR's land-cover term is not a term of these
-bases (:mod:`rspretrain.pretrain.knowledge`).
+same backbone and epochs) is ``benchmarks/sskdnet_vs_finetune.py``. GeoKR itself (its method, not the term on a
+base) against random init on the held-out half of the Zion scene is ``benchmarks/geokr_zion.py``.
 
 Usage (resumable; on 2 cores the tuning and the main arms' classification scores take about 2 hours, the ablations and
 the dense scores each about another hour)::
@@ -55,6 +61,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,7 +80,29 @@ TUNE_GRID: dict[str, list[tuple[str, list[Any]]]] = {
     "cmid": [("optim.lr", [5e-4, 1e-3, 2e-3]), ("model.temperature", [0.1, 0.2]), ("model.base_momentum", [0.99, 0.996])],
 }
 TERM = "natural_images"
-TERM_OVERRIDES = {"model.knowledge": [{TERM: {"weight": 1.0, "dataset": "cifar10"}}]}
+#: term -> the overrides that attach it (weight 1, as both papers)
+TERM_OVERRIDES = {
+    TERM: {"model.knowledge": [{TERM: {"weight": 1.0, "dataset": "cifar10"}}]},
+    # GeoKR's noise-robust mean teacher on the sparse schedule as compressed for Zion (geokr_resnet18_zion: ~30
+    # updates in 2000 steps at batch 32; the schedule is kept at batch 32 whatever the base's batch)
+    "land_cover": {"model.knowledge": [{"land_cover": {"weight": 1.0, "teacher": "sparse",
+                                                       "teacher_intervals": [4, 48, 92, 136],
+                                                       "teacher_batch_size": 32}}]},
+}
+ZION = "zion_landsat8_nlcd2011"
+#: arm group -> the data (and data-bound) overrides its arms share on top of the tuned base. ``zion``: 64 px RGB
+#: tiles (Landsat 8 b4, b3, b2: the order of EuroSAT's R, G, B) of the Zion scene with NLCD 2011 in 8 classes (667
+#: tiles, stride 48, as geokr_resnet18_zion); MoCo's queue shrinks to 512 keys (< the scene's tiles, so a key's own
+#: tile is rarely among its negatives).
+GROUPS: dict[str, dict[str, Any]] = {
+    "zion": {
+        "data.dataset": "landcover:" + ",".join(f"{ZION}/landsat8_LC80380342015230_{b}.tif" for b in ("b4", "b3", "b2")),
+        "data.dataset_options": {"land_cover": f"{ZION}/nlcd2011.tif", "scheme": "nlcd8", "tile": 64, "stride": 48},
+        "model.queue_size": 512,
+    },
+}
+#: arm group -> (base, term): its arms are ``group:base``, ``group:base+term`` and ``group:base+term@equal_time``
+GROUP_ARMS = {"zion": ("moco", "land_cover")}
 ABLATIONS = {"cmid-no_mim": ("cmid", {"model.mim_weight": 0.0}), "cmid-no_local": ("cmid", {"model.local_weight": 0.0})}
 EQUAL_TIME = "@equal_time"
 #: dense task -> the score its paired difference is taken on
@@ -88,7 +117,7 @@ class Comparison:
     claim: str = ""
 
 
-def comparisons(bases: list[str], ablations: bool) -> list[Comparison]:
+def comparisons(bases: list[str], ablations: bool, groups: Sequence[str] = ()) -> list[Comparison]:
     out = []
     for base in bases:
         novel = " (no paper has it)" if base != "moco" else ""
@@ -102,9 +131,32 @@ def comparisons(bases: list[str], ablations: bool) -> list[Comparison]:
                               "CMID: masked image modelling adds to the contrastive objectives"))
         out.append(Comparison("local branch in CMID (cmid - cmid-no_local)", "cmid-no_local", "cmid",
                               "CMID: the local (patch) self-distillation adds to MIM + global contrast"))
+    for group in groups:
+        base, term = GROUP_ARMS[group]
+        claim = ("GeoKR: land-cover proportions of georeferenced tiles, as supervision, improve RS transfer (on "
+                 f"{base}, pretrained on {group} tiles, scored on RGB scene classification)")
+        out.append(Comparison(f"{term} on {base} ({group} tiles), equal steps", f"{group}:{base}",
+                              f"{group}:{base}+{term}", claim))
+        out.append(Comparison(f"{term} on {base} ({group} tiles), equal time", f"{group}:{base}",
+                              f"{group}:{base}+{term}{EQUAL_TIME}", f"{claim}, at the base's compute"))
     for base in bases:
         out.append(Comparison(f"{base} - random init", "random-init", base, f"{base} beats random init"))
+    for group in groups:
+        base = GROUP_ARMS[group][0]
+        out.append(Comparison(f"{base} on {group} tiles - random init", f"{group}:random-init", f"{group}:{base}",
+                              f"{base} pretrained on {group} tiles beats random init"))
     return out
+
+
+def is_random(arm: str) -> bool:
+    return arm.rpartition(":")[2] == "random-init"
+
+
+def split_arm(arm: str) -> tuple[str, str, str, bool]:
+    """``group:base+term@equal_time`` -> ``(group, base, term, equal_time)`` (empty group and term where absent)."""
+    group, _, rest = arm.rpartition(":")
+    base, _, term = rest.partition("+")
+    return group, base, term.removesuffix(EQUAL_TIME), term.endswith(EQUAL_TIME)
 
 
 @dataclass
@@ -183,25 +235,26 @@ class Study:
         if arm in ABLATIONS:
             base, change = ABLATIONS[arm]
             return BASES[base], {**self.tuned[base], **change, "seed": seed, "trainer.max_steps": self.args.steps}
-        base, _, rest = arm.partition("+")
-        overrides = {**self.tuned[base], "seed": seed, "trainer.max_steps": self.args.steps}
-        if rest:
-            overrides.update(TERM_OVERRIDES)
-        if rest.endswith(EQUAL_TIME):
-            steps = self.equal_time_steps(base, seed)
+        group, base, term, equal_time = split_arm(arm)
+        overrides = {**self.tuned[base], **GROUPS.get(group, {}), "seed": seed, "trainer.max_steps": self.args.steps}
+        if term:
+            overrides.update(TERM_OVERRIDES[term])
+        if equal_time:
+            steps = self.equal_time_steps(arm.removesuffix(EQUAL_TIME), seed)
             if steps is None:
                 return None
             overrides["trainer.max_steps"] = steps
         return BASES[base], overrides
 
-    def equal_time_steps(self, base: str, seed: int) -> int | None:
-        """Steps of ``B+term@equal_time`` at ``seed``: the term's run gets the base's training CPU time; fixed once
-        computed (``equal_time.json``), so a resumed study keeps the same run."""
+    def equal_time_steps(self, term_arm: str, seed: int) -> int | None:
+        """Steps of ``term_arm@equal_time`` (``[group:]B+term``) at ``seed``: the term's run gets the base's training
+        CPU time; fixed once computed (``equal_time.json``), so a resumed study keeps the same run."""
         path = self.out / "equal_time.json"
         known = json.loads(path.read_text()) if path.is_file() else {}
-        key = f"{base}_s{seed}"
+        base_arm = term_arm.partition("+")[0]
+        key = _folder(base_arm, seed)
         if key not in known:
-            clocks = [self.out / "train" / _folder(arm, seed) / "clock.json" for arm in (base, f"{base}+{TERM}")]
+            clocks = [self.out / "train" / _folder(arm, seed) / "clock.json" for arm in (base_arm, term_arm)]
             if not all(c.is_file() for c in clocks) or not all((c.parent / "train.json").is_file() for c in clocks):
                 return None
             (cb, ck) = [json.loads(c.read_text()) for c in clocks]
@@ -226,7 +279,8 @@ class Study:
             self.failed.append({"arm": arm, "seed": seed, "error": str(err)})
             return
         run_dir = self.out / "train" / name
-        scores = score_backbone(name, run_dir / "checkpoints" / "last.ckpt", self.test_splits(), run_dir, seed)
+        scores = score_backbone(name, run_dir / "checkpoints" / "last.ckpt", self.test_splits(), run_dir, seed,
+                                target_statistics=bool(split_arm(arm)[0]))
         clock = json.loads((run_dir / "clock.json").read_text())
         self.runs[(arm, seed)] = {"record": record, "scores": scores,
                                   "cpu_s_per_step": round(clock["cpu_seconds"] / max(clock["steps"], 1), 4)}
@@ -239,7 +293,17 @@ class Study:
         order = [(arm, seed) for seed in self.args.seeds for arm in main]
         if self.args.ablations and "cmid" in bases:
             order += [(arm, seed) for seed in self.args.seeds for arm in ABLATIONS]
+        for group in self.groups:
+            base, term = GROUP_ARMS[group]
+            arms = [f"{group}:{base}", f"{group}:{base}+{term}", f"{group}:{base}+{term}{EQUAL_TIME}"]
+            order += [(arm, seed) for seed in self.args.seeds for arm in arms]
         return order
+
+    @property
+    def groups(self) -> list[str]:
+        """The arm groups on other data (``--groups``) whose base is among ``--bases``."""
+        return [g for g in self.args.groups.split(",") if g and g != "none" and GROUP_ARMS[g][0] in
+                self.args.bases.split(",")]
 
     def collect_finished(self) -> None:
         """Load every finished arm's record and scores (``--report-only``), training nothing."""
@@ -288,25 +352,21 @@ class Study:
     # --- stage 4 -------------------------------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
         bases = self.args.bases.split(",")
-        random_scores = None
-        first = next(((a, s) for (a, s) in self.runs), None)
-        if first is not None:
-            ckpt = self.out / "train" / _folder(*first) / "checkpoints" / "last.ckpt"
-            random_scores = score_backbone("random-init", None, self.test_splits(), self.out / "random_init", 0,
-                                           like=ckpt)
+        random_scores = self.random_scores()
+        first = next(((a, s) for (a, s) in self.runs if not split_arm(a)[0]), None)
         rows = []
-        for comparison in comparisons(bases, self.args.ablations):
+        for comparison in comparisons(bases, self.args.ablations, self.groups):
             seeds = [s for s in self.args.seeds if (comparison.b, s) in self.runs
-                     and (comparison.a == "random-init" or (comparison.a, s) in self.runs)]
-            if not seeds or (comparison.a == "random-init" and random_scores is None):
+                     and (is_random(comparison.a) or (comparison.a, s) in self.runs)]
+            if not seeds or (is_random(comparison.a) and comparison.a not in random_scores):
                 continue
             for key in self.runs[(comparison.b, seeds[0])]["scores"]:
-                a = [random_scores[key] if comparison.a == "random-init" else self.runs[(comparison.a, s)]["scores"][key]
-                     for s in seeds]
+                a = [random_scores[comparison.a][key] if is_random(comparison.a)
+                     else self.runs[(comparison.a, s)]["scores"][key] for s in seeds]
                 b = [self.runs[(comparison.b, s)]["scores"][key] for s in seeds]
                 dataset, protocol = key.split("/")
                 steps = {arm: [self.runs[(arm, s)]["record"]["steps"] for s in seeds] for arm in (comparison.a,
-                         comparison.b) if arm != "random-init"}
+                         comparison.b) if not is_random(arm)}
                 rows.append({"comparison": comparison.label, "a": comparison.a, "b": comparison.b,
                              "claim": comparison.claim, "dataset": dataset, "protocol": protocol, "seed_list": seeds,
                              "steps": steps, **paired_difference(a, b)})
@@ -318,7 +378,8 @@ class Study:
             "equal_time": json.loads((self.out / "equal_time.json").read_text())
             if (self.out / "equal_time.json").is_file() else {},
             "tune": json.loads((self.out / "tune.json").read_text()) if (self.out / "tune.json").is_file() else {},
-            "random_init": {k: round(100 * sum(v) / len(v), 2) for k, v in (random_scores or {}).items()},
+            "random_init": {arm: {k: round(100 * sum(v) / len(v), 2) for k, v in scores.items()}
+                            for arm, scores in random_scores.items()},
             "arms": [{"arm": arm, "seed": seed, "steps": r["record"]["steps"], "cpu_s_per_step": r["cpu_s_per_step"],
                       "images_per_s": r["record"]["images_per_s"],
                       **{k: round(100 * sum(v) / len(v), 2) for k, v in r["scores"].items()}}
@@ -327,6 +388,22 @@ class Study:
             "failed": self.failed,
         }
 
+
+    def random_scores(self) -> dict[str, dict[str, list[bool]]]:
+        """The fixed random init's scores, with the input conventions of the first finished arm of the main group
+        (``random-init``) and of each other group (``group:random-init``: standardised with the target's statistics,
+        as that group's arms)."""
+        out = {}
+        for group in ["", *self.groups]:
+            first = next(((a, s) for (a, s) in self.runs if split_arm(a)[0] == group), None)
+            if first is None:
+                continue
+            ckpt = self.out / "train" / _folder(*first) / "checkpoints" / "last.ckpt"
+            arm = f"{group}:random-init" if group else "random-init"
+            folder = self.out / (f"{group}_random_init" if group else "random_init")
+            out[arm] = score_backbone("random-init", None, self.test_splits(), folder, 0, like=ckpt,
+                                      target_statistics=bool(group))
+        return out
 
     def dense_report(self, bases: list[str], first: tuple[str, int]) -> list[dict[str, Any]]:
         """Per comparison and dense task: ``b - a`` per seed (each arm fine-tuned with one schedule and seed) with a
@@ -436,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--tune-steps", type=int, default=200)
     parser.add_argument("--no-ablations", dest="ablations", action="store_false")
+    parser.add_argument("--groups", default=",".join(GROUPS),
+                        help="arm groups on other data (zion: moco vs moco+land_cover on Zion tiles), or 'none'")
     parser.add_argument("--datasets", default="eurosat,ucmerced")
     parser.add_argument("--probe-per-class", type=int, default=100)
     parser.add_argument("--data-root", default=None)
@@ -448,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
     bad_tasks = [t for t in args.dense.split(",") if t and t != "none" and t not in DENSE_METRICS]
     if bad_tasks:
         parser.error(f"--dense: {', '.join(bad_tasks)} not among {', '.join(DENSE_METRICS)} (or none)")
+    bad_groups = [g for g in args.groups.split(",") if g and g != "none" and g not in GROUPS]
+    if bad_groups:
+        parser.error(f"--groups: {', '.join(bad_groups)} not among {', '.join(GROUPS)} (or none)")
     unknown = [b for b in args.bases.split(",") if b not in BASES]
     if unknown:
         parser.error(f"--bases: {', '.join(unknown)} not among {', '.join(BASES)}")

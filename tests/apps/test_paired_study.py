@@ -70,3 +70,44 @@ def test_score_backbone_scores_each_test_image_and_caches(tmp_path, data_root):
         "eurosat_val/knn"}
     random = score_backbone("random-init", None, small, tmp_path / "random", seed=0, like=ckpt)
     assert set(random) == {"eurosat_val/knn", "eurosat_val/linear"} and (tmp_path / "random" / "scores.json").is_file()
+
+
+def test_target_statistics_standardise_each_dataset_with_its_own_bands(tmp_path, data_root):
+    """A backbone pretrained on Landsat reflectance (the knowledge study's Zion group) is scored on RGB photographs
+    with their own band statistics; its bands are still checked against theirs."""
+    from rspretrain.core.errors import BandMismatchError
+    from rspretrain.data.band_statistics import band_statistics
+    from rspretrain.downstream.frozen.features import EncoderSpec, extract_features
+    from rspretrain.downstream.frozen.scene_benchmark import load_scene_splits, run_protocol
+    from rspretrain.pretrain.config import load_config
+    from rspretrain.pretrain.methods import get_method
+    from rspretrain.pretrain.run import load_method, pretrain
+
+    zion = "zion_landsat8_nlcd2011/landsat8_LC80380342015230_"
+    tiles = {k: v for k, v in get_method("geokr").smoke_overrides.items() if k.startswith("data.")}
+    geokr = load_config("geokr_resnet18_zion")
+
+    def checkpoint(bands, out):
+        cfg = load_config("moco_resnet18_eurosat", {
+            "data.dataset": "landcover:" + ",".join(f"{zion}{b}.tif" for b in bands),
+            "data.dataset_options": dict(geokr.data.dataset_options), **tiles, "data.root": str(data_root),
+            "data.batch_size": 8, "model.image_size": 32, "model.queue_size": 16, "trainer.max_steps": 1,
+            "trainer.progress_bar": False, "trainer.out_dir": str(tmp_path / out)})
+        return pretrain(cfg)
+
+    rgb = checkpoint(("b4", "b3", "b2"), "rgb")
+    train, val = load_scene_splits("eurosat", data_root, max_train_per_class=3, test_split="val")
+    small = {"eurosat_val": (train, type(train)(val, range(0, 5400, 108)))}  # 50 val images
+    scores = score_backbone("zion", rgb, small, tmp_path / "target", seed=0, protocols=("knn",),
+                            target_statistics=True)
+    method = load_method(rgb)
+    mean, std = band_statistics(train)
+    assert max(abs(a - b) for a, b in zip(mean, method.mean)) > 0.05  # Landsat reflectance is not EuroSAT's RGB
+    spec = EncoderSpec("zion", method.backbone_to_export().eval(), mean, std, 32, method.band_names)
+    train_x, train_y = extract_features(spec, train, progress=False)
+    test_x, test_y = extract_features(spec, small["eurosat_val"][1], progress=False)
+    expected = run_protocol("knn", train_x, train_y, test_x, 10, 0) == test_y
+    assert scores["eurosat_val/knn"] == np.asarray(expected).tolist()
+    with pytest.raises(BandMismatchError, match="data has 3 bands but the model expects 4"):
+        score_backbone("zion4", checkpoint(("b2", "b3", "b4", "b5"), "four"), small, tmp_path / "four", seed=0,
+                       protocols=("knn",), target_statistics=True)

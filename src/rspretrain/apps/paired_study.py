@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from rspretrain.core.bands import check_bands
 from rspretrain.core.json_io import write_json
+from rspretrain.data.band_statistics import band_statistics
 from rspretrain.downstream.frozen.features import EncoderSpec, extract_features
 from rspretrain.downstream.frozen.scene_benchmark import PROTOCOLS, run_protocol
 from rspretrain.downstream.report.bootstrap import bootstrap_accuracy, bootstrap_paired_difference
@@ -29,10 +31,15 @@ __all__ = ["judge_claims", "paired_difference", "score_backbone", "t_interval", 
 
 
 def score_backbone(name: str, ckpt: Path | None, splits: dict, out: Path, seed: int,
-                   like: Path | None = None, protocols: Sequence[str] = PROTOCOLS) -> dict[str, list[bool]]:
+                   like: Path | None = None, protocols: Sequence[str] = PROTOCOLS,
+                   target_statistics: bool = False) -> dict[str, list[bool]]:
     """Per-test-image correctness of one backbone (``ckpt``'s, or the fixed random-init one with the input
     conventions of ``like``'s), ``{"dataset/protocol": [...]}`` over ``splits`` (``{dataset: (train, test)}``);
-    cached in ``out/scores.json`` (a cache made for other datasets or protocols is scored again)."""
+    cached in ``out/scores.json`` (a cache made for other datasets or protocols is scored again).
+
+    ``target_statistics``: standardise each dataset's images with its own training split's band statistics instead of
+    the checkpoint's (a backbone pretrained on other imagery, e.g. Landsat reflectance, scored on RGB photographs).
+    """
     path = out / "scores.json"
     wanted = {f"{dataset}/{protocol}" for dataset in splits for protocol in protocols}
     if path.is_file():
@@ -40,14 +47,18 @@ def score_backbone(name: str, ckpt: Path | None, splits: dict, out: Path, seed: 
         if set(cached) == wanted:
             return cached
     method = load_method(ckpt or like)
-    if ckpt is None:
-        spec = random_init_spec(method.backbone.arch, method.backbone.in_chans, method.views.image_size, method.mean,
-                                method.std, method.band_names)
-    else:
-        spec = EncoderSpec(name, method.backbone_to_export().eval(), method.mean, method.std,
-                           method.views.image_size, method.band_names)
+    backbone = method.backbone_to_export().eval()
     scores = {}
     for dataset, (train_set, test_set) in splits.items():
+        mean, std, bands = method.mean, method.std, method.band_names
+        if target_statistics:  # the bands are still checked against the dataset's (by count and meaning)
+            mean, std = band_statistics(train_set)
+            check_bands(bands, getattr(train_set, "band_names", None), f"backbone {name!r} on {dataset}",
+                        backbone.in_chans, len(mean))
+        if ckpt is None:
+            spec = random_init_spec(backbone.arch, backbone.in_chans, method.views.image_size, mean, std, bands)
+        else:
+            spec = EncoderSpec(name, backbone, mean, std, method.views.image_size, bands)
         train_x, train_y = extract_features(spec, train_set, batch_size=256, progress=False)
         test_x, test_y = extract_features(spec, test_set, batch_size=256, progress=False)
         for protocol in protocols:

@@ -20,11 +20,14 @@ References:
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from rspretrain.core.errors import ConfigError
 
 
 class ConstantMomentum:
@@ -112,6 +115,21 @@ class SparseMomentum:
 
     def __call__(self, step: int) -> float:
         return self.alpha if self.fires(step) else 1.0
+
+
+@functools.lru_cache(maxsize=16)
+def sparse_schedule(alpha: float, intervals: tuple[int, ...], batch_size: int) -> SparseMomentum:
+    """GeoKR's schedule for a global batch: one object per arguments, since the teacher's owner asks at every step
+    (the batch is only known then) and the schedule is a pure function of them."""
+    return SparseMomentum(float(alpha), tuple(int(i) for i in intervals), int(batch_size))
+
+
+def check_teacher_options(where: str, alpha: float, intervals, ema_momentum: float) -> None:
+    """Refuse a GeoKR-style teacher's options with a message naming ``where`` they were given."""
+    if not intervals or any(int(i) < 1 for i in intervals):
+        raise ConfigError(f"{where}: teacher_intervals must be positive integers, got {list(intervals)}")
+    if not 0.0 <= alpha <= 1.0 or not 0.0 <= ema_momentum <= 1.0:
+        raise ConfigError(f"{where}: teacher_alpha and ema_momentum must be in [0, 1], got {alpha}, {ema_momentum}")
 
 
 MomentumSchedule = Callable[[int], float]

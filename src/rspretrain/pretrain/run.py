@@ -52,17 +52,18 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule, Recipe
     ``samples_per_epoch()`` when its recipe is in epochs. The method is built with the resolved ``optim`` section
     (:func:`~rspretrain.training.recipe.resolve_recipe`: epochs to steps, lr to the global batch).
     """
+    method_cls = get_method(cfg.method)
+    terms = parse_terms(method_cls.knowledge_config(cfg.model))
     if cfg.datamodule is not None:
         dm = instantiate_class_spec(cfg.datamodule, "datamodule", L.LightningDataModule)
         if not callable(getattr(dm, "model_kwargs", None)):
             raise ConfigError(f"datamodule: {cfg.datamodule['class_path']} has no model_kwargs() (the in_chans, "
                               "band_names, mean, std and value_scale the model is built for)")
     else:
-        dm = PretrainDataModule(**knowledge_data(cfg), seed=cfg.seed)
+        dm = PretrainDataModule(**knowledge_data(cfg, terms), seed=cfg.seed)
     dm.setup("fit")
-    method_cls = get_method(cfg.method)
     data_kwargs = dm.model_kwargs()
-    for term in parse_terms(method_cls.knowledge_config(cfg.model)):
+    for term in terms:
         if getattr(term, "needs_land_cover", False) and "class_names" not in data_kwargs:
             raise DataError(f"knowledge term {term.name}: data.dataset {cfg.data.dataset!r} has no land-cover "
                             "proportions (the term needs georeferenced tiles with a land-cover product: "
@@ -99,15 +100,17 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule, Recipe
     return model, dm, recipe
 
 
-def knowledge_data(cfg: RunConfig) -> dict:
+def knowledge_data(cfg: RunConfig, terms: list | None = None) -> dict:
     """The datamodule's arguments (``data:``) with the sources of the method's knowledge terms paired in (the
-    ``natural_images`` term's labeled natural images: ``data.natural_dataset``).
+    ``natural_images`` term's labeled natural images: ``data.natural_dataset``); ``terms``: the method's parsed
+    terms, if the caller has them.
 
     Raises:
         ConfigError: a term without its data source, naming the term.
     """
     data = asdict(cfg.data)
-    terms = parse_terms(get_method(cfg.method).knowledge_config(cfg.model))
+    if terms is None:
+        terms = parse_terms(get_method(cfg.method).knowledge_config(cfg.model))
     for term in terms:
         term.configure_data(data)
     for term in terms:

@@ -1,5 +1,6 @@
 """A base and the same base plus a knowledge term, at one seed, differ only in the term (the knowledge study's
-pairing, benchmarks/knowledge_study.py): same initial weights of every shared module, same RS batches, same RS views.
+pairing, benchmarks/knowledge_study.py): same initial weights of every shared module, same RS batches, same RS views;
+for natural_images on MoCo and CMID (EuroSAT) and for land_cover on MoCo (the study's Zion group).
 And the combination no paper has, CMID + natural images, trains end to end."""
 
 from __future__ import annotations
@@ -9,41 +10,61 @@ import torch
 
 from rspretrain.core.rng_state import seed_step
 from rspretrain.pretrain.config import load_config
+from rspretrain.pretrain.methods import get_method
 from rspretrain.pretrain.run import build
 
 CONFIGS = {"moco": "moco_resnet18_eurosat", "cmid": "cmid_resnet18_eurosat"}
 TERM = {"model.knowledge": [{"natural_images": {"weight": 1.0, "dataset": "cifar10"}}]}
+LAND_COVER = {"model.knowledge": [{"land_cover": {"weight": 1.0, "teacher": "sparse"}}]}
 
 
 def _config(base: str, data_root, term: bool, **more):
-    from rspretrain.pretrain.methods import get_method
-
     overrides = {**get_method(base).smoke_overrides, "data.root": str(data_root), "data.batch_size": 8,
                  "model.image_size": 32, "trainer.progress_bar": False, "seed": 3, **more}
     return load_config(CONFIGS[base], {**overrides, **(TERM if term else {})})
 
 
-@pytest.mark.parametrize("base", list(CONFIGS))
-def test_a_term_changes_nothing_the_base_shares(base, data_root):
+def _zion_config(data_root, term: bool):
+    """The study's zion group: MoCo on 16 real RGB Zion tiles of 32 px (land-cover proportions in every batch)."""
+    geokr = load_config("geokr_resnet18_zion")
+    tiles = {k: v for k, v in get_method("geokr").smoke_overrides.items() if k.startswith("data.")}
+    overrides = {"data.dataset": "landcover:" + ",".join(f"zion_landsat8_nlcd2011/landsat8_LC80380342015230_{b}.tif"
+                                                         for b in ("b4", "b3", "b2")),
+                 "data.dataset_options": dict(geokr.data.dataset_options), "data.root": str(data_root),
+                 "data.batch_size": 8, "model.image_size": 32, "model.queue_size": 16, "trainer.progress_bar": False,
+                 "seed": 3, **tiles}
+    return load_config("moco_resnet18_eurosat", {**overrides, **(LAND_COVER if term else {})})
+
+
+@pytest.mark.parametrize("base,term_name", [("moco", "natural_images"), ("cmid", "natural_images"),
+                                            ("moco", "land_cover")])
+def test_a_term_changes_nothing_the_base_shares(base, term_name, data_root):
     built = {}
     for term in (False, True):
-        # The pairing's epoch is the larger source (GeRSP's rule); in the study EuroSAT train (16,200) is larger than
-        # the CIFAR-10 subset (10,000), so the RS source sets it. Here 40 RS images stand for that case.
-        more = {"data.epoch_length": len(built[False][1].dataset)} if term else {}
-        cfg = _config(base, data_root, term, **more)
+        if term_name == "land_cover":
+            cfg = _zion_config(data_root, term)
+        else:
+            # The pairing's epoch is the larger source (GeRSP's rule); in the study EuroSAT train (16,200) is larger
+            # than the CIFAR-10 subset (10,000), so the RS source sets it. Here 40 RS images stand for that case.
+            more = {"data.epoch_length": len(built[False][1].dataset)} if term else {}
+            cfg = _config(base, data_root, term, **more)
         torch.manual_seed(cfg.seed)  # as pretrain() seeds before building
         model, dm, _ = build(cfg)
         built[term] = (model, dm)
     (plain, plain_dm), (with_term, term_dm) = built[False], built[True]
     shared = plain.state_dict()
     extended = with_term.state_dict()
-    assert set(extended) - set(shared) and all(".classifier." in k or k.startswith("student.classifier")
-                                               for k in set(extended) - set(shared))
+    head = with_term.knowledge[0].head
+    added = set(extended) - set(shared)
+    assert added and all(k.startswith((f"student.{head}.", "knowledge_modules.")) or f".{head}." in k for k in added)
     assert all(torch.equal(shared[k], extended[k]) for k in shared)  # bit-equal initial weights
     batch_plain = next(iter(plain_dm.train_dataloader()))
     batch_term = next(iter(term_dm.train_dataloader()))
     assert torch.equal(batch_plain["image"], batch_term["image"])  # the RS order is the base's
-    assert "natural_image" in batch_term and "natural_image" not in batch_plain
+    if term_name == "natural_images":
+        assert "natural_image" in batch_term and "natural_image" not in batch_plain
+    else:  # both see the proportions; only the term learns from them
+        assert torch.equal(batch_plain["label"], batch_term["label"]) and batch_term["label"].shape[1] == 8
     views = {}
     for term, model, batch in ((False, plain, batch_plain), (True, with_term, batch_term)):
         seed_step(3, 0, 5)  # the draws of step 5 on rank 0

@@ -46,11 +46,19 @@ from torch import nn
 from rspretrain.core.bands import rgb_indices
 from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.losses.soft_target import CONSISTENCY_KINDS, geokr_consistency, soft_target_cross_entropy
-from rspretrain.nn.ema_teacher import ConstantMomentum, EMATeacher, SparseMomentum
+from rspretrain.nn.ema_teacher import (
+    ConstantMomentum,
+    EMATeacher,
+    SparseMomentum,
+    check_teacher_options,
+    sparse_schedule,
+)
 from rspretrain.pretrain.knowledge.base import KnowledgeTerm, register_term
 from rspretrain.views.geokr import GeoKRViews, GeoKRViewsConfig
 
 TEACHERS = ("sparse", "ema", "none")
+#: Where :meth:`LandCover.make_views` leaves its view in the step's batch for the teacher in :meth:`LandCover.loss`.
+VIEW_KEY = "land_cover_view"
 
 
 @register_term
@@ -89,10 +97,7 @@ class LandCover(KnowledgeTerm):
             raise ConfigError(f"{where}: teacher {teacher!r} is not one of {', '.join(TEACHERS)}")
         if consistency not in CONSISTENCY_KINDS:
             raise ConfigError(f"{where}: consistency {consistency!r} is not one of {', '.join(CONSISTENCY_KINDS)}")
-        if not teacher_intervals or any(int(i) < 1 for i in teacher_intervals):
-            raise ConfigError(f"{where}: teacher_intervals must be positive integers, got {list(teacher_intervals)}")
-        if not 0.0 <= teacher_alpha <= 1.0 or not 0.0 <= ema_momentum <= 1.0:
-            raise ConfigError(f"{where}: teacher_alpha and ema_momentum must be in [0, 1]")
+        check_teacher_options(where, teacher_alpha, teacher_intervals, ema_momentum)
         if num_classes is not None and num_classes < 2:
             raise ConfigError(f"{where}: needs at least 2 land-cover classes, got num_classes={num_classes}")
         if class_names is not None and num_classes is not None and len(class_names) != num_classes:
@@ -102,8 +107,6 @@ class LandCover(KnowledgeTerm):
         self.teacher_batch_size, self.ema_momentum = teacher_batch_size, float(ema_momentum)
         self.num_classes = num_classes
         self.class_names = tuple(class_names) if class_names is not None else None
-        self._sparse: SparseMomentum | None = None
-        self._view: torch.Tensor | None = None
 
     def options(self) -> dict[str, Any]:
         return {**super().options(), "teacher": self.teacher, "consistency": self.consistency,
@@ -144,7 +147,7 @@ class LandCover(KnowledgeTerm):
             raise DataError(f"knowledge term land_cover: needs whole tiles (B, C, H, W), got a batch of shape "
                             f"{tuple(image.shape)} (views cut at decode time)")
         views = method.knowledge_modules["land_cover_views"](image, n_views=1)
-        self._view = views[0]  # the teacher sees the same view (in loss)
+        batch[VIEW_KEY] = views[0]  # the teacher sees the same view (in loss); the batch lives for this step only
         return views
 
     def example_batch(self, method, batch: dict[str, torch.Tensor], generator: torch.Generator | None) -> None:
@@ -152,10 +155,7 @@ class LandCover(KnowledgeTerm):
 
     def schedule_for(self, global_batch: int) -> SparseMomentum:
         """GeoKR's sparse schedule for a global batch (``teacher_batch_size`` overrides it)."""
-        size = self.teacher_batch_size or global_batch
-        if self._sparse is None or self._sparse.batch_size != size:
-            self._sparse = SparseMomentum(self.teacher_alpha, self.teacher_intervals, size)
-        return self._sparse
+        return sparse_schedule(self.teacher_alpha, self.teacher_intervals, self.teacher_batch_size or global_batch)
 
     def update_teacher(self, method, global_batch: int) -> float:
         """The teacher update due after the optimiser step just done (``global_step`` steps done; 1 = none)."""
@@ -182,7 +182,7 @@ class LandCover(KnowledgeTerm):
             momentum = self.update_teacher(method, int(targets.shape[0]) * int(world))
             teacher = method.knowledge_modules["land_cover_teacher"].module
             with torch.no_grad():
-                teacher_logits = teacher[self.head](teacher["backbone"](self._view))
+                teacher_logits = teacher[self.head](teacher["backbone"](batch[VIEW_KEY]))
             consistency = geokr_consistency(logits, teacher_logits, self.consistency)
             loss = loss + self.consistency_weight * consistency
             logs.update(loss_land_cover_consistency=consistency.detach(), land_cover_teacher_momentum=momentum)

@@ -58,7 +58,13 @@ import torch
 from rspretrain.core.errors import ConfigError, DataError
 from rspretrain.losses.soft_target import CONSISTENCY_KINDS, geokr_consistency, soft_target_cross_entropy
 from rspretrain.nn.backbones import Backbone, load_timm_weights
-from rspretrain.nn.ema_teacher import ConstantMomentum, EMATeacher, SparseMomentum
+from rspretrain.nn.ema_teacher import (
+    ConstantMomentum,
+    EMATeacher,
+    SparseMomentum,
+    check_teacher_options,
+    sparse_schedule,
+)
 from rspretrain.nn.heads import LinearClassifier
 from rspretrain.pretrain.methods.base import PretrainMethod
 from rspretrain.pretrain.methods.registry import register_method
@@ -132,8 +138,7 @@ class GeoKR(PretrainMethod):
             raise ConfigError(f"model.teacher_schedule: {teacher_schedule!r} is not one of {', '.join(TEACHER_SCHEDULES)}")
         if export not in EXPORTABLE:
             raise ConfigError(f"model.export: {export!r} is not one of {', '.join(EXPORTABLE)}")
-        if not teacher_intervals or any(int(i) < 1 for i in teacher_intervals):
-            raise ConfigError(f"model.teacher_intervals must be positive integers, got {list(teacher_intervals)}")
+        check_teacher_options("model", teacher_alpha, teacher_intervals, ema_momentum)
         if num_classes < 2:
             raise ConfigError(f"GeoKR needs at least 2 land-cover classes, got num_classes={num_classes}")
         if class_names is not None and len(class_names) != num_classes:
@@ -149,7 +154,6 @@ class GeoKR(PretrainMethod):
         # The sparse schedule is scaled by the batch size, known at the first step (see :meth:`schedule_for`).
         schedule = ConstantMomentum(ema_momentum) if teacher_schedule == "ema" else ConstantMomentum(1.0)
         self.teacher = EMATeacher(self.student, schedule)
-        self._sparse: SparseMomentum | None = None
 
     def build_views(self, image_size: int, value_scale: float, rgb: Sequence[int] | None) -> GeoKRViews:
         return GeoKRViews(image_size, self.mean, self.std, value_scale, rgb, self.views_cfg)
@@ -175,10 +179,8 @@ class GeoKR(PretrainMethod):
     # -- teacher schedule ------------------------------------------------------------------------------
     def schedule_for(self, batch_size: int) -> SparseMomentum:
         """The sparse schedule for a global batch size (``teacher_batch_size`` overrides it)."""
-        size = self.hparams.teacher_batch_size or batch_size
-        if self._sparse is None or self._sparse.batch_size != size:
-            self._sparse = SparseMomentum(self.hparams.teacher_alpha, tuple(self.hparams.teacher_intervals), size)
-        return self._sparse
+        return sparse_schedule(self.hparams.teacher_alpha, tuple(self.hparams.teacher_intervals),
+                               self.hparams.teacher_batch_size or batch_size)
 
     def teacher_updates(self, step: int, batch_size: int) -> int:
         """How many teacher updates have happened after ``step`` optimiser steps."""
