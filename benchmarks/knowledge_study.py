@@ -18,14 +18,14 @@ continues by running the same command again.
      training CPU seconds per step measured in that seed's two equal-step runs (process CPU time: it does not change
      when the machine is shared), so the term gets the base's compute (equal time); its schedule is fitted to its
      own length;
-   - ablations of CMID (``--ablations``, after every seed's main arms): ``cmid-no_mim`` (``mim_weight 0``) and
-     ``cmid-no_local`` (``local_weight 0``);
-   - arm groups on other data (``--groups``, last): ``zion:moco``, ``zion:moco+land_cover`` and its equal-time arm,
+   - arm groups on other data (``--groups``, after every seed's main arms): ``zion:moco``, ``zion:moco+land_cover`` and its equal-time arm,
      the tuned MoCo on 64 px RGB tiles of the Zion Landsat 8 scene with NLCD 2011 (``GROUPS``), without and with
      GeoKR's land-cover term (:mod:`rspretrain.pretrain.knowledge.land_cover`, sparse mean teacher). Their
      backbones have seen Landsat reflectance, so they (and the group's random init) are scored with each target
      dataset's own band statistics (``target_statistics``), as ``benchmarks/geokr_zion.py --rgb-transfer``; the
-     dense stage leaves them out.
+     dense stage leaves them out;
+   - ablations of CMID (``--ablations``, last): ``cmid-no_mim`` (``mim_weight 0``) and ``cmid-no_local``
+     (``local_weight 0``).
 
    A seed fixes the initial weights (a term's head is built after every shared module, so the shared modules start
    bit-equal), the RS data order (:class:`~rspretrain.data.step_indexed_sampler.StepIndexedBatchSampler`) and the RS
@@ -33,7 +33,8 @@ continues by running the same command again.
    after the base's), so per seed the arms differ only in the term (``tests/pretrain/knowledge/test_pairing.py``).
 3. **score**: every backbone (and the fixed random init) by kNN and linear probe on EuroSAT test and UC Merced test,
    per test image (:func:`rspretrain.apps.paired_study.score_backbone`; probes trained on 100 images per class);
-   then (``--dense``, after every arm is trained) every backbone and a random init, fine-tuned with the dense tasks'
+   then (``--dense``, after every arm is trained) the backbones of ``--dense-comparisons`` (default: each term at
+   equal steps, each base vs random init) and a random init, fine-tuned with the dense tasks'
    default schedules for ``--dense-epochs`` at the arm's seed: Dubai segmentation (mIoU) and LEVIR-CD change
    detection (F1); their paired differences get a t interval over seeds.
 4. **report**: per comparison x dataset x protocol, the paired difference ``b - a`` in points with a 95 % two-level
@@ -291,12 +292,12 @@ class Study:
         bases = self.args.bases.split(",")
         main = [a for b in bases for a in (b, f"{b}+{TERM}", f"{b}+{TERM}{EQUAL_TIME}")]
         order = [(arm, seed) for seed in self.args.seeds for arm in main]
-        if self.args.ablations and "cmid" in bases:
-            order += [(arm, seed) for seed in self.args.seeds for arm in ABLATIONS]
         for group in self.groups:
             base, term = GROUP_ARMS[group]
             arms = [f"{group}:{base}", f"{group}:{base}+{term}", f"{group}:{base}+{term}{EQUAL_TIME}"]
             order += [(arm, seed) for seed in self.args.seeds for arm in arms]
+        if self.args.ablations and "cmid" in bases:
+            order += [(arm, seed) for seed in self.args.seeds for arm in ABLATIONS]
         return order
 
     @property
@@ -412,6 +413,8 @@ class Study:
         scores: dict[tuple[str, int], dict[str, float]] = {}
         rows = []
         for comparison in comparisons(bases, self.args.ablations):
+            if self.args.dense_comparisons == "equal-steps" and (EQUAL_TIME in comparison.b or comparison.a in ABLATIONS):
+                continue
             seeds = [s for s in self.args.seeds if (comparison.b, s) in self.runs
                      and (comparison.a == "random-init" or (comparison.a, s) in self.runs)]
             for seed in seeds:
@@ -521,6 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dense", default="segmentation,change",
                         help="dense tasks every arm is also fine-tuned on (Dubai, LEVIR-CD samples), or 'none'")
     parser.add_argument("--dense-epochs", type=int, default=2)
+    parser.add_argument("--dense-comparisons", choices=("equal-steps", "all"), default="equal-steps",
+                        help="which comparisons get dense rows: each term at equal steps and each base vs random init "
+                             "(a dense score costs ~2 CPU minutes per backbone on 2 cores), or all")
     parser.add_argument("--report-only", action="store_true", help="tabulate what is finished; train nothing")
     parser.add_argument("--json", default=None, help="also write the results JSON here (plus .md and .png beside)")
     args = parser.parse_args(argv)

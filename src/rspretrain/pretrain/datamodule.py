@@ -357,7 +357,10 @@ class PretrainDataModule(L.LightningDataModule):
             "value_scale": self.value_scale,
         }
         if self.natural_spec is not None:
+            # num_classes: the natural images' (the natural_images term's); class_names: the land cover's, below
             kwargs["num_classes"] = len(self.natural.classes) if self.streamed else self.dataset.num_classes
+            if not self.streamed and self.dataset.rs_target_kind == "proportions":
+                kwargs["class_names"] = tuple(self.dataset.rs.classes)
         elif getattr(self.dataset, "target_kind", None) == "proportions":  # land-cover tiles (GeoKR's labels)
             kwargs["num_classes"] = self.dataset.num_classes
             kwargs["class_names"] = tuple(self.dataset.classes)

@@ -54,6 +54,10 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule, Recipe
     """
     method_cls = get_method(cfg.method)
     terms = parse_terms(method_cls.knowledge_config(cfg.model))
+    if getattr(method_cls, "trains_on_proportions", False) and cfg.data.natural_dataset is not None:
+        raise ConfigError(f"data.natural_dataset {cfg.data.natural_dataset!r}: method {cfg.method!r} has no "
+                          "natural_images term; pair natural images with a base (moco, byol, cmid) that takes "
+                          "model.knowledge [natural_images, land_cover]")
     if cfg.datamodule is not None:
         dm = instantiate_class_spec(cfg.datamodule, "datamodule", L.LightningDataModule)
         if not callable(getattr(dm, "model_kwargs", None)):
@@ -71,9 +75,11 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule, Recipe
                             "such a source)")
     accepted = constructor_parameters(method_cls)
     model_kwargs = model_arguments(cfg, data_kwargs)
-    if cfg.data.natural_dataset is None and "class_names" in data_kwargs and "class_names" not in accepted:
-        # Land-cover proportions are labels for methods that learn from them (geokr); others just see the tiles.
-        data_kwargs = {k: v for k, v in data_kwargs.items() if k not in ("num_classes", "class_names")}
+    if "class_names" in data_kwargs and "class_names" not in accepted:
+        # Land-cover proportions are labels for methods that learn from them (geokr, the land_cover term, which
+        # took its classes above); others just see the tiles. With natural images, num_classes is theirs.
+        dropped = ("class_names",) if cfg.data.natural_dataset is not None else ("num_classes", "class_names")
+        data_kwargs = {k: v for k, v in data_kwargs.items() if k not in dropped}
     if getattr(method_cls, "trains_on_labels", False):  # supervised: the main source's own classes
         classes = getattr(dm, "classes", None)
         if not classes:
@@ -113,8 +119,6 @@ def knowledge_data(cfg: RunConfig, terms: list | None = None) -> dict:
         terms = parse_terms(get_method(cfg.method).knowledge_config(cfg.model))
     for term in terms:
         term.configure_data(data)
-    for term in terms:
-        term.check_data(data)
     return data
 
 

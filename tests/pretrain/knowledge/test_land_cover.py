@@ -107,10 +107,41 @@ def test_sources_without_land_cover_are_refused_naming_the_term(tmp_path, data_r
                                         "proportions"):
         build(cfg)
     both = load_config("moco_resnet18_eurosat", {
-        "data.root": str(data_root), "model.knowledge": [{"land_cover": {}}, {"natural_images": {"dataset": "cifar10"}}]})
-    with pytest.raises(ConfigError, match="knowledge term land_cover: .*natural images .*not supported yet"):
+        "data.root": str(data_root), "data.max_per_class": 4, "data.batch_size": 8, "model.image_size": 32,
+        "model.knowledge": [{"land_cover": {}}, {"natural_images": {"dataset": "cifar10"}}]})
+    with pytest.raises(DataError, match="knowledge term land_cover: data.dataset 'eurosat' has no land-cover "):
         build(both)
+    geokr = _zion("geokr_resnet18_zion", data_root, tmp_path, **{"data.natural_dataset": "cifar10"})
+    with pytest.raises(ConfigError, match="data.natural_dataset 'cifar10': method 'geokr' has no natural_images term"):
+        build(geokr)
     with pytest.raises(ConfigError, match="teacher 'mean' is not one of sparse, ema, none"):
         parse_terms([{"land_cover": {"teacher": "mean"}}])
     with pytest.raises(ConfigError, match="unknown knowledge term 'landcover'; known terms: land_cover, natural_images"):
         parse_terms(["landcover"])
+
+
+def test_land_cover_and_natural_images_together_on_zion_tiles(tmp_path, data_root):
+    """The issue's example: both terms on one base; each tile keeps its land-cover proportions beside the paired
+    natural image and its label, and each term gets its own head and classes."""
+    from rspretrain.pretrain.run import build, load_method, pretrain
+
+    rgb = "landcover:" + ",".join(f"zion_landsat8_nlcd2011/landsat8_LC80380342015230_{b}.tif" for b in ("b4", "b3", "b2"))
+    terms = [{"natural_images": {"weight": 1.0, "dataset": "cifar10"}},
+             {"land_cover": {"weight": 1.0, "teacher": "sparse", "teacher_intervals": [1, 1]}}]
+    cfg = _zion("moco_resnet18_eurosat", data_root, tmp_path, **{
+        "data.dataset": rgb, "model.knowledge": terms, "model.queue_size": 16, "trainer.max_steps": 2,
+        "trainer.log_every_n_steps": 1})
+    model, dm, _ = build(cfg)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["label"].shape == (8, 8) and torch.allclose(batch["label"].sum(dim=1), torch.ones(8))
+    assert batch["natural_image"].shape[:2] == (8, 3) and int(batch["natural_label"].max()) < 10
+    natural, land_cover = model.knowledge
+    assert (natural.num_classes, land_cover.num_classes) == (10, 8) and land_cover.class_names[0] == "Water"
+    assert model.student["classifier"].out_features == 10 and model.student["land_cover"].out_features == 8
+    final = pretrain(cfg)
+    import csv
+
+    (metrics,) = (tmp_path / "run").rglob("metrics.csv")
+    rows = [r for r in csv.DictReader(metrics.open()) if r.get("train/loss_land_cover")]
+    assert len(rows) == 2 and all(float(r["train/loss_ce"]) > 0 for r in rows)
+    assert [t.name for t in load_method(final).knowledge] == ["natural_images", "land_cover"]

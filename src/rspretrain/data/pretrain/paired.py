@@ -2,7 +2,8 @@
 
 Item ``i`` is RS image ``i mod |RS|`` and natural image ``i mod |N|`` with its label, as in
 GeRSP's official multi-source dataset; the epoch length is the larger source (configurable),
-so the shorter source is cycled.
+so the shorter source is cycled. RS items keep their own ``label`` where they have one (the land-cover
+proportions of georeferenced tiles: the ``land_cover`` and ``natural_images`` terms together).
 
 References:
     - [0] GeRSP, Huang et al., IEEE TGRS 2024, https://arxiv.org/abs/2401.04614
@@ -49,6 +50,8 @@ class PairedDataset(Dataset):
         self.natural_rescale = float(self.value_scale) / float(getattr(natural, "value_scale", 255.0))
         self.classes = getattr(natural, "classes", None)
         self.num_classes = len(self.classes) if self.classes else int(natural.labels.max()) + 1
+        #: ``"proportions"`` when the RS items are land-cover tiles (their classes: ``rs.classes``), else None.
+        self.rs_target_kind = getattr(rs, "target_kind", None)
 
     def __len__(self) -> int:
         return self.length
@@ -57,7 +60,10 @@ class PairedDataset(Dataset):
         rs = self.rs.__getitems__([i % len(self.rs) for i in indices])
         nat = self.natural.__getitems__([i % len(self.natural) for i in indices])
         natural = nat["image"] if self.natural_rescale == 1.0 else nat["image"].float() * self.natural_rescale
-        return {"image": rs["image"], "natural_image": natural, "natural_label": nat["label"]}
+        out = {"image": rs["image"], "natural_image": natural, "natural_label": nat["label"]}
+        if "label" in rs:
+            out["label"] = rs["label"]
+        return out
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         batch = self.__getitems__([index])

@@ -83,10 +83,6 @@ class KnowledgeTerm:
         """Point the datamodule's arguments ``data`` (``data:`` section as a dict) at the term's source, or raise
         :class:`ConfigError` naming the term when it has none."""
 
-    def check_data(self, data: dict[str, Any]) -> None:
-        """Refuse, with a :class:`ConfigError` naming the term, a ``data`` section it cannot train with, once every
-        term has configured it (e.g. a source another term pairs in)."""
-
     def from_data(self, data_kwargs: dict[str, Any]) -> KnowledgeTerm:
         """The term with its data-derived options (classes) filled from the datamodule's ``model_kwargs()``."""
         return self

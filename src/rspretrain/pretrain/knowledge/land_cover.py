@@ -116,18 +116,12 @@ class LandCover(KnowledgeTerm):
                 "class_names": list(self.class_names) if self.class_names else None}
 
     # -- data --------------------------------------------------------------------------------------------
-    def check_data(self, data: dict[str, Any]) -> None:
-        if data.get("natural_dataset") is not None:
-            raise ConfigError("knowledge term land_cover: the land-cover labels come with the RS tiles, and pairing "
-                              f"them with natural images (data.natural_dataset {data['natural_dataset']!r}, the "
-                              "natural_images term) is not supported yet; use one of the two terms")
-
     def from_data(self, data_kwargs: dict[str, Any]) -> LandCover:
+        """The classes of the land-cover product (``class_names``; ``num_classes`` may be the natural images')."""
         if self.num_classes is not None or "class_names" not in data_kwargs:
             return self  # a source without proportions is refused by the run (needs_land_cover), naming it
-        options = {**self.options(), "num_classes": int(data_kwargs["num_classes"]),
-                   "class_names": list(data_kwargs["class_names"])}
-        return LandCover(**options)
+        names = list(data_kwargs["class_names"])
+        return LandCover(**{**self.options(), "num_classes": len(names), "class_names": names})
 
     # -- model -------------------------------------------------------------------------------------------
     def attach(self, method) -> None:
