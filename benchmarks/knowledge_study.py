@@ -284,7 +284,7 @@ class Study:
                                 target_statistics=bool(split_arm(arm)[0]))
         clock = json.loads((run_dir / "clock.json").read_text())
         self.runs[(arm, seed)] = {"record": record, "scores": scores,
-                                  "cpu_s_per_step": round(clock["cpu_seconds"] / max(clock["steps"], 1), 4)}
+                                  "cpu_s_per_step": _cpu_per_step(clock, record)}
         print(f"[{name}] {record['steps']} steps, {self.runs[(arm, seed)]['cpu_s_per_step']} CPU s/step, " + ", ".join(
             f"{k} {100 * sum(v) / len(v):.1f}" for k, v in scores.items()), flush=True)
 
@@ -312,9 +312,9 @@ class Study:
             run_dir = self.out / "train" / _folder(arm, seed)
             if (run_dir / "train.json").is_file() and (run_dir / "scores.json").is_file():
                 clock = json.loads((run_dir / "clock.json").read_text())
-                self.runs[(arm, seed)] = {"record": json.loads((run_dir / "train.json").read_text()),
-                                          "scores": json.loads((run_dir / "scores.json").read_text()),
-                                          "cpu_s_per_step": round(clock["cpu_seconds"] / max(clock["steps"], 1), 4)}
+                record = json.loads((run_dir / "train.json").read_text())
+                self.runs[(arm, seed)] = {"record": record, "scores": json.loads((run_dir / "scores.json").read_text()),
+                                          "cpu_s_per_step": _cpu_per_step(clock, record)}
 
     def dense_scores(self, arm: str, seed: int) -> dict[str, float | None]:
         """``{task: score}`` of one arm's backbone fine-tuned on each ``--dense`` task (``dense.json`` in its folder),
@@ -438,6 +438,35 @@ class Study:
         return rows
 
 
+COLUMNS = (("eurosat", "linear"), ("eurosat", "knn"), ("ucmerced", "linear"), ("ucmerced", "knn"))
+
+
+def summary_tables(payload: dict[str, Any]) -> list[str]:
+    """The two compact tables of the README: one row per comparison (b - a [95 % CI] per dataset x protocol), one
+    row per arm (steps per seed, training CPU s/step of the unresumed runs, mean accuracy over seeds)."""
+    heads = " | ".join(f"{'EuroSAT' if d == 'eurosat' else 'UC Merced'} {'kNN' if p == 'knn' else p}" for d, p in COLUMNS)
+    lines = [f"| comparison (b - a) | seeds | {heads} |", "|---|---|" + "---|" * len(COLUMNS)]
+    for comparison in dict.fromkeys(r["comparison"] for r in payload["rows"]):
+        rows = {(r["dataset"], r["protocol"]): r for r in payload["rows"] if r["comparison"] == comparison}
+        cells = [f"{r['difference']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]" if (r := rows.get(c)) else "–"
+                 for c in COLUMNS]
+        lines.append(f"| {comparison} | {next(iter(rows.values()))['seeds']} | " + " | ".join(cells) + " |")
+    lines += ["", f"| arm | steps | CPU s/step | {heads} |", "|---|---|---|" + "---|" * len(COLUMNS)]
+    arms: dict[str, list[dict[str, Any]]] = {}
+    for arm in payload["arms"]:
+        arms.setdefault(arm["arm"], []).append(arm)
+    for arm, runs in arms.items():
+        costs = [r["cpu_s_per_step"] for r in runs if r["cpu_s_per_step"]]
+        cost = f"{sum(costs) / len(costs):.2f}" if costs else "–"
+        means = [f"{sum(r[f'{d}/{p}'] for r in runs) / len(runs):.1f}" if all(f"{d}/{p}" in r for r in runs) else "–"
+                 for d, p in COLUMNS]
+        lines.append(f"| {arm} | {'/'.join(str(r['steps']) for r in runs)} | {cost} | " + " | ".join(means) + " |")
+    for arm, scores in payload["random_init"].items():
+        means = [f"{scores[f'{d}/{p}']:.1f}" if f"{d}/{p}" in scores else "–" for d, p in COLUMNS]
+        lines.append(f"| {arm} | – | – | " + " | ".join(means) + " |")
+    return lines
+
+
 def format_report(payload: dict[str, Any]) -> str:
     lines = [f"Knowledge study: paired differences b - a in points, 95 % bootstrap CI over seeds and test images; "
              f"{payload['steps']} steps (equal-time arms: the base's CPU time); probes on {payload['probe_per_class']} "
@@ -456,6 +485,7 @@ def format_report(payload: dict[str, Any]) -> str:
             ci = f" [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]" if r["ci95"] else ""
             lines.append(f"| {r['comparison']} | {r['task']} ({r['metric']}) | {', '.join(map(str, r['a_scores']))} | "
                          f"{', '.join(map(str, r['b_scores']))} | {r['difference']:+.2f}{ci} |")
+    lines += ["", "Summary (means over seeds; CPU s/step of runs not resumed):", "", *summary_tables(payload)]
     lines += ["", "| claim | verdict | evidence |", "|---|---|---|"]
     lines += [f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in payload["claims"]]
     if payload["tuned"]:
@@ -485,13 +515,22 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     left.invert_yaxis()
     left.set_xlabel("accuracy difference b - a (points, 95 % CI over seeds and test images)")
     arms = list(dict.fromkeys(a["arm"] for a in payload["arms"]))
-    cost = [np.mean([a["cpu_s_per_step"] for a in payload["arms"] if a["arm"] == arm]) for arm in arms]
+    cost = [np.mean([a["cpu_s_per_step"] for a in payload["arms"] if a["arm"] == arm and a["cpu_s_per_step"]] or [0])
+            for arm in arms]
     right.barh(arms, cost, color="tab:blue")
     right.invert_yaxis()
     right.set_xlabel("training CPU s / step")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _cpu_per_step(clock: dict[str, Any], record: dict[str, Any]) -> float | None:
+    """Training CPU seconds per step, or None for a resumed run: its clock covers only the steps after the resume,
+    made under whatever else ran then (a 2-core machine's OpenMP threads burn CPU waiting when oversubscribed)."""
+    if clock["steps"] != record["steps"]:
+        return None
+    return round(clock["cpu_seconds"] / max(clock["steps"], 1), 4)
 
 
 def _folder(arm: str, seed: int) -> str:
