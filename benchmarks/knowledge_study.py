@@ -46,8 +46,9 @@ Not here: SSKDNet is a fine-tuning term, and its controlled comparison (plain fi
 same backbone and epochs) is ``benchmarks/sskdnet_vs_finetune.py``. GeoKR itself (its method, not the term on a
 base) against random init on the held-out half of the Zion scene is ``benchmarks/geokr_zion.py``.
 
-Usage (resumable; on 2 cores the tuning and the main arms' classification scores take about 2 hours, the ablations and
-the dense scores each about another hour)::
+Usage (resumable; on 2 cores the tuning and the main arms' classification scores take about 2 hours, the Zion group
+about 20 minutes (a run of 400 steps 2-4 minutes), the CMID ablations about 50 minutes (8 per run), and the dense
+scores of the default comparisons (15 backbones) 41 minutes, measured beside a CI run)::
 
     python benchmarks/knowledge_study.py --out runs/knowledge_study --json benchmarks/results/knowledge_study_cpu.json
     python benchmarks/knowledge_study.py --out runs/knowledge_study --report-only   # the table from what is done
