@@ -76,8 +76,9 @@ def build(cfg: RunConfig) -> tuple[PretrainMethod, L.LightningDataModule, Recipe
     accepted = constructor_parameters(method_cls)
     model_kwargs = model_arguments(cfg, data_kwargs)
     if "class_names" in data_kwargs and "class_names" not in accepted:
-        # Land-cover proportions are labels for methods that learn from them (geokr, the land_cover term, which
-        # took its classes above); others just see the tiles. With natural images, num_classes is theirs.
+        # Land-cover proportions are labels only for what learns from them (geokr; the land_cover term took its
+        # classes in model_arguments above); other methods just see the tiles. With data.natural_dataset, num_classes
+        # is the natural images' and stays, so that a base without the natural_images term is refused below.
         dropped = ("class_names",) if cfg.data.natural_dataset is not None else ("num_classes", "class_names")
         data_kwargs = {k: v for k, v in data_kwargs.items() if k not in dropped}
     if getattr(method_cls, "trains_on_labels", False):  # supervised: the main source's own classes

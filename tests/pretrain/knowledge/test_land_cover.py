@@ -15,6 +15,7 @@ from rspretrain.pretrain.knowledge import parse_terms
 ZION_TILES = {**methods.get_method("geokr").smoke_overrides}
 ZION_TILES.pop("model.backbone")
 ZION_TILES.pop("model.teacher_intervals")
+ZION_RGB = "landcover:" + ",".join(f"zion_landsat8_nlcd2011/landsat8_LC80380342015230_{b}.tif" for b in ("b4", "b3", "b2"))
 
 
 def _zion(base_config: str, data_root, tmp_path, **more):
@@ -114,6 +115,11 @@ def test_sources_without_land_cover_are_refused_naming_the_term(tmp_path, data_r
     geokr = _zion("geokr_resnet18_zion", data_root, tmp_path, **{"data.natural_dataset": "cifar10"})
     with pytest.raises(ConfigError, match="data.natural_dataset 'cifar10': method 'geokr' has no natural_images term"):
         build(geokr)
+    # land-cover tiles + natural images on a base without the term: refused, not trained as plain MoCo
+    plain = _zion("moco_resnet18_eurosat", data_root, tmp_path, **{"data.dataset": ZION_RGB,
+                                                                   "data.natural_dataset": "cifar10"})
+    with pytest.raises(ConfigError, match="data.natural_dataset is the source of the natural_images knowledge term"):
+        build(plain)
     with pytest.raises(ConfigError, match="teacher 'mean' is not one of sparse, ema, none"):
         parse_terms([{"land_cover": {"teacher": "mean"}}])
     with pytest.raises(ConfigError, match="unknown knowledge term 'landcover'; known terms: land_cover, natural_images"):
@@ -125,11 +131,10 @@ def test_land_cover_and_natural_images_together_on_zion_tiles(tmp_path, data_roo
     natural image and its label, and each term gets its own head and classes."""
     from rspretrain.pretrain.run import build, load_method, pretrain
 
-    rgb = "landcover:" + ",".join(f"zion_landsat8_nlcd2011/landsat8_LC80380342015230_{b}.tif" for b in ("b4", "b3", "b2"))
     terms = [{"natural_images": {"weight": 1.0, "dataset": "cifar10"}},
              {"land_cover": {"weight": 1.0, "teacher": "sparse", "teacher_intervals": [1, 1]}}]
     cfg = _zion("moco_resnet18_eurosat", data_root, tmp_path, **{
-        "data.dataset": rgb, "model.knowledge": terms, "model.queue_size": 16, "trainer.max_steps": 2,
+        "data.dataset": ZION_RGB, "model.knowledge": terms, "model.queue_size": 16, "trainer.max_steps": 2,
         "trainer.log_every_n_steps": 1})
     model, dm, _ = build(cfg)
     batch = next(iter(dm.train_dataloader()))
