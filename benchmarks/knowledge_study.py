@@ -9,7 +9,7 @@ continues by running the same command again.
    is pretrained for ``--tune-steps`` and scored by linear probe (ties: kNN) on EuroSAT **val** (our split of the
    27,000 images, disjoint from train and test), the probe trained on 100 EuroSAT-train images per class. The
    winners are the bases' tuned configs (``<out>/tune.json``). The test split is never looked at here.
-2. **train**: per seed (seed-major, so a study stopped early has whole seeds), the arms of ``ARMS``:
+2. **train**: per seed (seed-major, so a study stopped early has whole seeds), the arms of :meth:`Study.arms`:
 
    - ``B``: the tuned base ``B`` (``moco``, ``cmid``) for ``--steps`` steps;
    - ``B+natural_images``: the same config plus GeRSP's term (``model.knowledge: [{natural_images: {weight: 1,
@@ -283,9 +283,7 @@ class Study:
         run_dir = self.out / "train" / name
         scores = score_backbone(name, run_dir / "checkpoints" / "last.ckpt", self.test_splits(), run_dir, seed,
                                 target_statistics=bool(split_arm(arm)[0]))
-        clock = json.loads((run_dir / "clock.json").read_text())
-        self.runs[(arm, seed)] = {"record": record, "scores": scores,
-                                  "cpu_s_per_step": _cpu_per_step(clock, record)}
+        self.runs[(arm, seed)] = _finished_run(run_dir, record, scores)
         print(f"[{name}] {record['steps']} steps, {self.runs[(arm, seed)]['cpu_s_per_step']} CPU s/step, " + ", ".join(
             f"{k} {100 * sum(v) / len(v):.1f}" for k, v in scores.items()), flush=True)
 
@@ -312,10 +310,8 @@ class Study:
         for arm, seed in self.arms():
             run_dir = self.out / "train" / _folder(arm, seed)
             if (run_dir / "train.json").is_file() and (run_dir / "scores.json").is_file():
-                clock = json.loads((run_dir / "clock.json").read_text())
-                record = json.loads((run_dir / "train.json").read_text())
-                self.runs[(arm, seed)] = {"record": record, "scores": json.loads((run_dir / "scores.json").read_text()),
-                                          "cpu_s_per_step": _cpu_per_step(clock, record)}
+                self.runs[(arm, seed)] = _finished_run(run_dir, json.loads((run_dir / "train.json").read_text()),
+                                                       json.loads((run_dir / "scores.json").read_text()))
 
     def dense_scores(self, arm: str, seed: int) -> dict[str, float | None]:
         """``{task: score}`` of one arm's backbone fine-tuned on each ``--dense`` task (``dense.json`` in its folder),
@@ -526,12 +522,13 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _cpu_per_step(clock: dict[str, Any], record: dict[str, Any]) -> float | None:
-    """Training CPU seconds per step, or None for a resumed run: its clock covers only the steps after the resume,
-    made under whatever else ran then (a 2-core machine's OpenMP threads burn CPU waiting when oversubscribed)."""
-    if clock["steps"] != record["steps"]:
-        return None
-    return round(clock["cpu_seconds"] / max(clock["steps"], 1), 4)
+def _finished_run(run_dir: Path, record: dict[str, Any], scores: dict[str, list[bool]]) -> dict[str, Any]:
+    """One finished arm: its training record, per-image scores and training CPU seconds per step. The cost is None
+    for a resumed run: its clock covers only the steps after the resume, made under whatever else ran then (a
+    2-core machine's OpenMP threads burn CPU waiting when oversubscribed)."""
+    clock = json.loads((run_dir / "clock.json").read_text())
+    cost = None if clock["steps"] != record["steps"] else round(clock["cpu_seconds"] / max(clock["steps"], 1), 4)
+    return {"record": record, "scores": scores, "cpu_s_per_step": cost}
 
 
 def _folder(arm: str, seed: int) -> str:
