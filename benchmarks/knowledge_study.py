@@ -22,8 +22,10 @@ continues by running the same command again.
      the tuned MoCo on 64 px RGB tiles of the Zion Landsat 8 scene with NLCD 2011 (``GROUPS``), without and with
      GeoKR's land-cover term (:mod:`rspretrain.pretrain.knowledge.land_cover`, sparse mean teacher). Their
      backbones have seen Landsat reflectance, so they (and the group's random init) are scored with each target
-     dataset's own band statistics (``target_statistics``), as ``benchmarks/geokr_zion.py --rgb-transfer``; the
-     dense stage leaves them out;
+     dataset's own band statistics (``target_statistics``), as ``benchmarks/geokr_zion.py --rgb-transfer``, and
+     in the dense stage with each task's training images' statistics (``input_statistics="train"``); then the
+     term's weight sweep (``WEIGHT_SWEEP``: ``zion:moco+land_cover*0.1`` and ``*0.3``, equal steps; every weight is
+     reported, none is picked on the test sets);
    - ablations of CMID (``--ablations``, last): ``cmid-no_mim`` (``mim_weight 0``) and ``cmid-no_local``
      (``local_weight 0``).
 
@@ -33,18 +35,22 @@ continues by running the same command again.
    after the base's), so per seed the arms differ only in the term (``tests/pretrain/knowledge/test_pairing.py``).
 3. **score**: every backbone (and the fixed random init) by kNN and linear probe on EuroSAT test and UC Merced test,
    per test image (:func:`rspretrain.apps.paired_study.score_backbone`; probes trained on 100 images per class);
-   then (``--dense``, after every arm is trained) the backbones of ``--dense-comparisons`` (default: each term at
-   equal steps, each base vs random init) and a random init, fine-tuned with the dense tasks'
-   default schedules for ``--dense-epochs`` at the arm's seed: Dubai segmentation (mIoU) and LEVIR-CD change
-   detection (F1); their paired differences get a t interval over seeds.
+   then SSKDNet's fine-tuning term (``--finetune-inits``): per seed and dataset, ``rspretrain finetune`` with
+   ``--method finetune`` and ``--method sskdnet`` from the same init (``random``, and the seed's tuned ``moco``
+   backbone), same epochs, batch and seed (head, data order, augmentation draws), scored per test image
+   (``predictions.json``; ``FINETUNE_SPLITS``: EuroSAT 60 training images per class -> its whole test split, UC
+   Merced 50 % -> 50 %); then (``--dense``, after every arm is trained) the backbones of ``--dense-comparisons``
+   (default: each term at equal steps, each base vs random init, the Zion group's too) and a random init, fine-tuned
+   with the dense tasks' default schedules for ``--dense-epochs`` at the arm's seed: Dubai segmentation (mIoU) and
+   LEVIR-CD change detection (F1); their paired differences get a t interval over seeds.
 4. **report**: per comparison x dataset x protocol, the paired difference ``b - a`` in points with a 95 % two-level
    bootstrap interval over seeds and test images, and one verdict per paper claim over all its rows
    (:func:`~rspretrain.apps.paired_study.judge_claims`: *supported*, *not supported*, *mixed* naming the rows, or
    *undecided at this budget*). Writes ``--json`` (plus ``.md`` and ``.png`` beside it).
 
-Not here: SSKDNet is a fine-tuning term, and its controlled comparison (plain fine-tuning vs SSKDNet, paired seeds,
-same backbone and epochs) is ``benchmarks/sskdnet_vs_finetune.py``. GeoKR itself (its method, not the term on a
-base) against random init on the held-out half of the Zion scene is ``benchmarks/geokr_zion.py``.
+Not here: SSKDNet's own ablations (no KD, no shuffle, no fusion) are ``benchmarks/sskdnet_vs_finetune.py``. GeoKR
+itself (its method, not the term on a base) against random init on the held-out half of the Zion scene is
+``benchmarks/geokr_zion.py``.
 
 Usage (resumable; on 2 cores the tuning and the main arms' classification scores take about 2 hours, the Zion group
 about 20 minutes (a run of 400 steps 2-4 minutes), the CMID ablations about 50 minutes (8 per run), and the dense
@@ -71,6 +77,7 @@ from typing import Any
 from rspretrain.apps.benchmark import BenchmarkRun, TrainingFailed, train_run
 from rspretrain.apps.paired_study import judge_claims, paired_difference, score_backbone, t_interval
 from rspretrain.core.json_io import write_json
+from rspretrain.downstream.finetune.run import FinetuneConfig, load_finetune_splits, read_finetune_summary, run_finetune
 from rspretrain.downstream.frozen.scene_benchmark import PROTOCOLS, load_scene_splits
 from rspretrain.pretrain.config import load_config
 
@@ -105,10 +112,24 @@ GROUPS: dict[str, dict[str, Any]] = {
 }
 #: arm group -> (base, term): its arms are ``group:base``, ``group:base+term`` and ``group:base+term@equal_time``
 GROUP_ARMS = {"zion": ("moco", "land_cover")}
+#: arm group -> the term's other weights, each an equal-step arm ``group:base+term*w`` (is a term's effect its
+#: knowledge or its weight under the base's optimiser? All weights are reported; none is picked on the test sets).
+#: Weight 0 is the control: the term's forward without its loss (its view still shares the student's BatchNorm
+#: batches), so what the term does besides its gradient shows; its rows carry no paper claim.
+WEIGHT_SWEEP: dict[str, tuple[float, ...]] = {"zion": (0.1, 0.3, 0.0)}
 ABLATIONS = {"cmid-no_mim": ("cmid", {"model.mim_weight": 0.0}), "cmid-no_local": ("cmid", {"model.local_weight": 0.0})}
 EQUAL_TIME = "@equal_time"
 #: dense task -> the score its paired difference is taken on
 DENSE_METRICS = {"segmentation": "miou", "change": "f1"}
+#: SSKDNet's fine-tuning term: dataset -> its fine-tuning split (EuroSAT: 60 training images per class, the whole
+#: test split the probes use; UC Merced: the paper's 50 % training ratio). Arms ``finetune[init]`` and
+#: ``sskdnet[init]``, init ``random`` or a base's backbone of the same seed (``--finetune-inits``).
+FINETUNE_SPLITS = {
+    "eurosat": {"train_ratio": None, "max_train_per_class": 60, "max_test_per_class": None},
+    "ucmerced": {"train_ratio": 0.5, "max_train_per_class": None, "max_test_per_class": None},
+}
+FINETUNE_CLAIM = ("SSKDNet: restoring masked and shuffled low-level features in a branch and distilling it into the "
+                  "backbone (with feature fusion) beats plain fine-tuning of the same backbone")
 
 
 @dataclass(frozen=True)
@@ -135,12 +156,15 @@ def comparisons(bases: list[str], ablations: bool, groups: Sequence[str] = ()) -
                               "CMID: the local (patch) self-distillation adds to MIM + global contrast"))
     for group in groups:
         base, term = GROUP_ARMS[group]
-        claim = ("GeoKR: land-cover proportions of georeferenced tiles, as supervision, improve RS transfer (on "
-                 f"{base}, pretrained on {group} tiles, scored on RGB scene classification)")
+        claim = claim_of(group)
         out.append(Comparison(f"{term} on {base} ({group} tiles), equal steps", f"{group}:{base}",
                               f"{group}:{base}+{term}", claim))
         out.append(Comparison(f"{term} on {base} ({group} tiles), equal time", f"{group}:{base}",
                               f"{group}:{base}+{term}{EQUAL_TIME}", f"{claim}, at the base's compute"))
+        for weight in WEIGHT_SWEEP.get(group, ()):
+            label = f"{term} x{weight}" if weight else f"{term}'s forward without its loss (x0)"
+            out.append(Comparison(f"{label} on {base} ({group} tiles), equal steps", f"{group}:{base}",
+                                  f"{group}:{base}+{term}*{weight}", f"{claim}, at weight {weight}" if weight else ""))
     for base in bases:
         out.append(Comparison(f"{base} - random init", "random-init", base, f"{base} beats random init"))
     for group in groups:
@@ -150,15 +174,31 @@ def comparisons(bases: list[str], ablations: bool, groups: Sequence[str] = ()) -
     return out
 
 
+def claim_of(group: str) -> str:
+    base = GROUP_ARMS[group][0]
+    return ("GeoKR: land-cover proportions of georeferenced tiles, as supervision, improve RS transfer (on "
+            f"{base}, pretrained on {group} tiles, scored on RGB scene classification)")
+
+
 def is_random(arm: str) -> bool:
     return arm.rpartition(":")[2] == "random-init"
 
 
 def split_arm(arm: str) -> tuple[str, str, str, bool]:
-    """``group:base+term@equal_time`` -> ``(group, base, term, equal_time)`` (empty group and term where absent)."""
+    """``group:base+term@equal_time`` -> ``(group, base, term, equal_time)`` (empty group and term where absent;
+    the term keeps its weight, ``land_cover*0.3``)."""
     group, _, rest = arm.rpartition(":")
     base, _, term = rest.partition("+")
     return group, base, term.removesuffix(EQUAL_TIME), term.endswith(EQUAL_TIME)
+
+
+def term_overrides(term: str) -> dict[str, Any]:
+    """The overrides that attach ``term`` (``name`` at its weight in ``TERM_OVERRIDES``, or ``name*weight``)."""
+    name, _, weight = term.partition("*")
+    overrides = _jsonable(TERM_OVERRIDES[name])
+    if weight:
+        overrides["model.knowledge"][0][name]["weight"] = float(weight)
+    return overrides
 
 
 @dataclass
@@ -240,7 +280,7 @@ class Study:
         group, base, term, equal_time = split_arm(arm)
         overrides = {**self.tuned[base], **GROUPS.get(group, {}), "seed": seed, "trainer.max_steps": self.args.steps}
         if term:
-            overrides.update(TERM_OVERRIDES[term])
+            overrides.update(term_overrides(term))
         if equal_time:
             steps = self.equal_time_steps(arm.removesuffix(EQUAL_TIME), seed)
             if steps is None:
@@ -295,6 +335,10 @@ class Study:
             base, term = GROUP_ARMS[group]
             arms = [f"{group}:{base}", f"{group}:{base}+{term}", f"{group}:{base}+{term}{EQUAL_TIME}"]
             order += [(arm, seed) for seed in self.args.seeds for arm in arms]
+        for group in self.groups:  # after the groups' main arms: a sweep stopped early leaves them whole
+            base, term = GROUP_ARMS[group]
+            order += [(f"{group}:{base}+{term}*{w}", seed) for w in WEIGHT_SWEEP.get(group, ())
+                      for seed in self.args.seeds]
         if self.args.ablations and "cmid" in bases:
             order += [(arm, seed) for seed in self.args.seeds for arm in ABLATIONS]
         return order
@@ -314,31 +358,37 @@ class Study:
                                                        json.loads((run_dir / "scores.json").read_text()))
 
     def dense_scores(self, arm: str, seed: int) -> dict[str, float | None]:
-        """``{task: score}`` of one arm's backbone fine-tuned on each ``--dense`` task (``dense.json`` in its folder),
-        and the random init's at the same seed (the schedule's seed fixes the head, crops and order: paired)."""
+        """``{task: score}`` of one arm's backbone fine-tuned on each ``--dense`` task (``dense.json`` in its folder;
+        a group's random init: ``dense_s<seed>.json`` in its random-init folder, with the input conventions of the
+        group's first arm). The schedule's seed fixes the head, crops and order, so an arm and the random init at one
+        seed are paired. A group's backbones (pretrained on other imagery) are standardised with each task's training
+        images' own statistics (``input_statistics="train"``), as their classification scores."""
+        group = split_arm(arm)[0]
+        if is_random(arm):
+            folder = self.out / (f"{group}_random_init" if group else "random_init")
+            return {task: self._dense(task, self.first_checkpoint(group), folder / f"dense_s{seed}.json", seed, True,
+                                      bool(group)) for task in self.dense_tasks}
         run_dir = self.out / "train" / _folder(arm, seed)
-        return {task: self._dense(task, run_dir / "checkpoints" / "last.ckpt", run_dir, seed, False)
-                for task in self.dense_tasks}
-
-    def random_dense_scores(self, seed: int, like: Path) -> dict[str, float | None]:
-        return {task: self._dense(task, like, self.out / "random_init", seed, True) for task in self.dense_tasks}
+        return {task: self._dense(task, run_dir / "checkpoints" / "last.ckpt", run_dir / "dense.json", seed, False,
+                                  bool(group)) for task in self.dense_tasks}
 
     @property
     def dense_tasks(self) -> list[str]:
         return [t for t in self.args.dense.split(",") if t and t != "none"]
 
-    def _dense(self, task: str, ckpt: Path, folder: Path, seed: int, random_init: bool) -> float | None:
+    def _dense(self, task: str, ckpt: Path, path: Path, seed: int, random_init: bool,
+               target_statistics: bool) -> float | None:
         from rspretrain.downstream.dense.evaluate import default_schedule, run_dense_task
         from rspretrain.downstream.sources import encoder_specs
 
-        path = folder / (f"dense_s{seed}.json" if random_init else "dense.json")
         known = json.loads(path.read_text()) if path.is_file() else {}
         key = f"{task}/{self.args.dense_epochs}ep"
         if key not in known and self.args.report_only:
             return None
         if key not in known:
             schedule = dataclasses.replace(default_schedule(task, epochs=self.args.dense_epochs), seed=seed,
-                                           progress=False)
+                                           progress=False,
+                                           input_statistics="train" if target_statistics else "encoder")
             specs = [s for s in encoder_specs(str(ckpt), with_random_init=True) if (s.name == "random-init") ==
                      random_init]
             with tempfile.TemporaryDirectory() as tmp:
@@ -347,15 +397,76 @@ class Study:
             write_json(path, known)
         return float(known[key])
 
+    def first_checkpoint(self, group: str) -> Path | None:
+        """The checkpoint of the first finished arm of ``group`` ("" the main one): whose input conventions (bands,
+        image size, statistics) the fixed random init takes."""
+        first = next(((a, s) for (a, s) in self.runs if split_arm(a)[0] == group and not is_random(a)), None)
+        return None if first is None else self.out / "train" / _folder(*first) / "checkpoints" / "last.ckpt"
+
+    def finetune_correct(self, method: str, init: str, dataset: str, seed: int) -> list[bool] | None:
+        """Per-test-image correctness of one fine-tuning run (``rspretrain finetune``, ``method`` ``finetune`` or
+        ``sskdnet``), started from ``init`` (``random`` or the base arm ``init``'s backbone at ``seed``); the seed
+        fixes the head, data order and augmentation draws, so the two methods are paired. Resumes an interrupted run;
+        None when not run (``--report-only``) or the init's backbone is not trained."""
+
+        folder = self.out / "finetune" / f"{method}_{init}_{dataset}_s{seed}"
+        path = folder / "predictions.json"
+        if not (folder / "metrics.json").is_file():
+            ckpt = self.out / "train" / _folder(init, seed) / "checkpoints" / "last.ckpt"
+            if self.args.report_only or (init != "random" and not ckpt.is_file()):
+                return None
+            cfg = FinetuneConfig(method=method, dataset=dataset, root=self.args.data_root, image_size=64,
+                                 init="random" if init == "random" else str(ckpt), backbone="resnet18",
+                                 epochs=self.args.finetune_epochs, batch_size=32, seed=seed, out_dir=str(folder),
+                                 progress=False, export=False,
+                                 resume=(folder / "checkpoints" / "last.ckpt").is_file(), **FINETUNE_SPLITS[dataset])
+            summary = run_finetune(cfg, splits=self.finetune_splits(dataset))
+            print(f"[{folder.name}] {summary['steps']} steps, OA {100 * summary['overall_accuracy']:.1f}", flush=True)
+        saved = json.loads(path.read_text())
+        return [y == p for y, p in zip(saved["label"], saved["prediction"])]
+
+    def finetune_splits(self, dataset: str) -> tuple[Any, Any]:
+        if not hasattr(self, "_finetune_splits"):
+            self._finetune_splits = {}
+        if dataset not in self._finetune_splits:
+            self._finetune_splits[dataset] = load_finetune_splits(dataset, self.args.data_root, image_size=64,
+                                                                  **FINETUNE_SPLITS[dataset])
+        return self._finetune_splits[dataset]
+
+    @property
+    def finetune_inits(self) -> list[str]:
+        return [i for i in self.args.finetune_inits.split(",") if i and i != "none"]
+
+    def finetune_rows(self) -> list[dict[str, Any]]:
+        """SSKDNet vs plain fine-tuning per init x dataset: ``sskdnet - finetune`` with its bootstrap interval over
+        seeds and test images (the fine-tuned network's accuracy, ``protocol`` ``finetune``)."""
+        rows = []
+        for init in self.finetune_inits:
+            label = "random init" if init == "random" else f"{init}'s backbone"
+            for dataset in FINETUNE_SPLITS:
+                if dataset not in self.args.datasets.split(","):
+                    continue
+                per_seed = {s: [self.finetune_correct(m, init, dataset, s) for m in ("finetune", "sskdnet")]
+                            for s in self.args.seeds}
+                seeds = [s for s, (a, b) in per_seed.items() if a is not None and b is not None]
+                if not seeds:
+                    continue
+                a, b = [per_seed[s][0] for s in seeds], [per_seed[s][1] for s in seeds]
+                first = read_finetune_summary(self.out / "finetune" / f"finetune_{init}_{dataset}_s{seeds[0]}" /
+                                              "metrics.json")
+                rows.append({"comparison": f"sskdnet - finetune, from {label}", "a": f"finetune[{init}]",
+                             "b": f"sskdnet[{init}]", "claim": f"{FINETUNE_CLAIM} ({label})", "dataset": dataset,
+                             "protocol": "finetune", "seed_list": seeds, "n_train": first["n_train"],
+                             "epochs": first["epochs"], **paired_difference(a, b)})
+        return rows
+
     # --- stage 4 -------------------------------------------------------------------------------------------------
     def report(self) -> dict[str, Any]:
         bases = self.args.bases.split(",")
         random_scores = self.random_scores()
-        first = next(((a, s) for (a, s) in self.runs if not split_arm(a)[0]), None)
         rows = []
         for comparison in comparisons(bases, self.args.ablations, self.groups):
-            seeds = [s for s in self.args.seeds if (comparison.b, s) in self.runs
-                     and (is_random(comparison.a) or (comparison.a, s) in self.runs)]
+            seeds = self.paired_seeds(comparison)
             if not seeds or (is_random(comparison.a) and comparison.a not in random_scores):
                 continue
             for key in self.runs[(comparison.b, seeds[0])]["scores"]:
@@ -368,8 +479,9 @@ class Study:
                 rows.append({"comparison": comparison.label, "a": comparison.a, "b": comparison.b,
                              "claim": comparison.claim, "dataset": dataset, "protocol": protocol, "seed_list": seeds,
                              "steps": steps, **paired_difference(a, b)})
-        claims = judge_claims(rows)
-        dense_rows = self.dense_report(bases, first) if self.dense_tasks and first is not None else []
+        finetune_rows = self.finetune_rows()
+        claims = judge_claims([r for r in rows + finetune_rows if r["claim"]])  # controls claim nothing
+        dense_rows = self.dense_report(bases) if self.dense_tasks else []
         return {
             "steps": self.args.steps, "tune_steps": self.args.tune_steps, "seeds": self.args.seeds,
             "probe_per_class": self.args.probe_per_class, "tuned": self.tuned, "term": TERM_OVERRIDES,
@@ -383,9 +495,16 @@ class Study:
                       **{k: round(100 * sum(v) / len(v), 2) for k, v in r["scores"].items()}}
                      for (arm, seed), r in sorted(self.runs.items(), key=lambda kv: (kv[0][1], kv[0][0]))],
             "rows": rows, "claims": claims, "dense_rows": dense_rows, "dense_epochs": self.args.dense_epochs,
+            "finetune_rows": finetune_rows, "finetune_epochs": self.args.finetune_epochs,
+            "finetune_splits": FINETUNE_SPLITS,
             "failed": self.failed,
         }
 
+
+    def paired_seeds(self, comparison: Comparison) -> list[int]:
+        """The seeds at which both arms of ``comparison`` are finished (a random init always is)."""
+        return [s for s in self.args.seeds if (comparison.b, s) in self.runs
+                and (is_random(comparison.a) or (comparison.a, s) in self.runs)]
 
     def random_scores(self) -> dict[str, dict[str, list[bool]]]:
         """The fixed random init's scores, with the input conventions of the first finished arm of the main group
@@ -393,32 +512,29 @@ class Study:
         as that group's arms)."""
         out = {}
         for group in ["", *self.groups]:
-            first = next(((a, s) for (a, s) in self.runs if split_arm(a)[0] == group), None)
-            if first is None:
+            like = self.first_checkpoint(group)
+            if like is None:
                 continue
-            ckpt = self.out / "train" / _folder(*first) / "checkpoints" / "last.ckpt"
             arm = f"{group}:random-init" if group else "random-init"
             folder = self.out / (f"{group}_random_init" if group else "random_init")
-            out[arm] = score_backbone("random-init", None, self.test_splits(), folder, 0, like=ckpt,
+            out[arm] = score_backbone("random-init", None, self.test_splits(), folder, 0, like=like,
                                       target_statistics=bool(group))
         return out
 
-    def dense_report(self, bases: list[str], first: tuple[str, int]) -> list[dict[str, Any]]:
+    def dense_report(self, bases: list[str]) -> list[dict[str, Any]]:
         """Per comparison and dense task: ``b - a`` per seed (each arm fine-tuned with one schedule and seed) with a
         t interval over the seeds (a dense score has no per-image decomposition to bootstrap over)."""
-        like = self.out / "train" / _folder(*first) / "checkpoints" / "last.ckpt"
-        scores: dict[tuple[str, int], dict[str, float]] = {}
+        scores: dict[tuple[str, int], dict[str, float | None]] = {}
         rows = []
-        for comparison in comparisons(bases, self.args.ablations):
-            if self.args.dense_comparisons == "equal-steps" and (EQUAL_TIME in comparison.b or comparison.a in ABLATIONS):
+        for comparison in comparisons(bases, self.args.ablations, self.groups):
+            if self.args.dense_comparisons == "equal-steps" and (
+                    EQUAL_TIME in comparison.b or "*" in comparison.b or comparison.a in ABLATIONS):
                 continue
-            seeds = [s for s in self.args.seeds if (comparison.b, s) in self.runs
-                     and (comparison.a == "random-init" or (comparison.a, s) in self.runs)]
+            seeds = self.paired_seeds(comparison)
             for seed in seeds:
                 for arm in (comparison.a, comparison.b):
                     if (arm, seed) not in scores:
-                        scores[(arm, seed)] = (self.random_dense_scores(seed, like) if arm == "random-init"
-                                               else self.dense_scores(arm, seed))
+                        scores[(arm, seed)] = self.dense_scores(arm, seed)
             for task in self.dense_tasks:
                 done = [s for s in seeds if scores[(comparison.a, s)][task] is not None
                         and scores[(comparison.b, s)][task] is not None]  # --report-only: what is scored
@@ -482,6 +598,15 @@ def format_report(payload: dict[str, Any]) -> str:
             ci = f" [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]" if r["ci95"] else ""
             lines.append(f"| {r['comparison']} | {r['task']} ({r['metric']}) | {', '.join(map(str, r['a_scores']))} | "
                          f"{', '.join(map(str, r['b_scores']))} | {r['difference']:+.2f}{ci} |")
+    if payload.get("finetune_rows"):
+        lines += ["", f"SSKDNet vs plain fine-tuning ({payload['finetune_epochs']} epochs, ResNet-18 at 64 px, batch 32; "
+                  "test accuracy of the fine-tuned network): b - a in points, 95 % bootstrap CI over seeds and test "
+                  "images", "", "| comparison | dataset (train / test) | finetune per seed | sskdnet per seed | "
+                  "b - a [95 % CI] | verdict | seeds |", "|---|---|---|---|---|---|---|"]
+        for r in payload["finetune_rows"]:
+            lines.append(f"| {r['comparison']} | {r['dataset']} ({r['n_train']} / {r['n_test']}) | "
+                         f"{', '.join(map(str, r['a']))} | {', '.join(map(str, r['b']))} | {r['difference']:+.2f} "
+                         f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}] | {r['verdict']} | {r['seeds']} |")
     lines += ["", "Summary (means over seeds; CPU s/step of runs not resumed):", "", *summary_tables(payload)]
     lines += ["", "| claim | verdict | evidence |", "|---|---|---|"]
     lines += [f"| {c['claim']} | {c['verdict']} | {c['evidence']} |" for c in payload["claims"]]
@@ -497,7 +622,7 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    rows = payload["rows"]
+    rows = payload["rows"] + payload.get("finetune_rows", [])
     if not rows:
         return
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 0.32 * len(rows) + 2), gridspec_kw={"width_ratios": [3, 1]})
@@ -564,6 +689,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dense-comparisons", choices=("equal-steps", "all"), default="equal-steps",
                         help="which comparisons get dense rows: each term at equal steps and each base vs random init "
                              "(a dense score costs ~2 CPU minutes per backbone on 2 cores), or all")
+    parser.add_argument("--finetune-inits", default="random,moco",
+                        help="SSKDNet vs plain fine-tuning from these inits: random and/or bases (their backbone of "
+                             "the same seed), or 'none'")
+    parser.add_argument("--finetune-epochs", type=int, default=7)
     parser.add_argument("--report-only", action="store_true", help="tabulate what is finished; train nothing")
     parser.add_argument("--json", default=None, help="also write the results JSON here (plus .md and .png beside)")
     args = parser.parse_args(argv)
@@ -573,6 +702,9 @@ def main(argv: list[str] | None = None) -> int:
     bad_groups = [g for g in args.groups.split(",") if g and g != "none" and g not in GROUPS]
     if bad_groups:
         parser.error(f"--groups: {', '.join(bad_groups)} not among {', '.join(GROUPS)} (or none)")
+    bad_inits = [i for i in args.finetune_inits.split(",") if i and i not in ("none", "random", *BASES)]
+    if bad_inits:
+        parser.error(f"--finetune-inits: {', '.join(bad_inits)} not among random, {', '.join(BASES)} (or none)")
     unknown = [b for b in args.bases.split(",") if b not in BASES]
     if unknown:
         parser.error(f"--bases: {', '.join(unknown)} not among {', '.join(BASES)}")

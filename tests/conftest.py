@@ -73,3 +73,20 @@ def prepared(jpeg_folder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("shards") / "scenes"
     prepare(f"folder:{jpeg_folder}", out, workers=2, chunk_bytes="20KB", progress=False)
     return out
+
+
+ZION_SCENE = "zion_landsat8_nlcd2011/landsat8_LC80380342015230_"
+#: the Zion Landsat 8 scene's red, green and blue bands (b4, b3, b2: EuroSAT's R, G, B order) as a land-cover source
+ZION_RGB = "landcover:" + ",".join(f"{ZION_SCENE}{b}.tif" for b in ("b4", "b3", "b2"))
+
+
+def zion_tiles(data_root: Path, bands: tuple[str, ...] = ("b4", "b3", "b2")) -> dict:
+    """Config overrides for GeoKR's small smoke tiles of the real Zion Landsat 8 scene with NLCD 2011 (land-cover
+    proportions in every batch) in ``bands``: the knowledge study's Zion group at test size."""
+    from rspretrain.pretrain.config import load_config
+    from rspretrain.pretrain.methods import get_method
+
+    geokr = load_config("geokr_resnet18_zion")
+    tiles = {k: v for k, v in get_method("geokr").smoke_overrides.items() if k.startswith("data.")}
+    return {"data.dataset": "landcover:" + ",".join(f"{ZION_SCENE}{b}.tif" for b in bands),
+            "data.dataset_options": dict(geokr.data.dataset_options), "data.root": str(data_root), **tiles}

@@ -80,18 +80,12 @@ def test_target_statistics_standardise_each_dataset_with_its_own_bands(tmp_path,
     from rspretrain.downstream.frozen.features import EncoderSpec, extract_features
     from rspretrain.downstream.frozen.scene_benchmark import load_scene_splits, run_protocol
     from rspretrain.pretrain.config import load_config
-    from rspretrain.pretrain.methods import get_method
     from rspretrain.pretrain.run import load_method, pretrain
-
-    zion = "zion_landsat8_nlcd2011/landsat8_LC80380342015230_"
-    tiles = {k: v for k, v in get_method("geokr").smoke_overrides.items() if k.startswith("data.")}
-    geokr = load_config("geokr_resnet18_zion")
+    from tests.conftest import zion_tiles
 
     def checkpoint(bands, out):
         cfg = load_config("moco_resnet18_eurosat", {
-            "data.dataset": "landcover:" + ",".join(f"{zion}{b}.tif" for b in bands),
-            "data.dataset_options": dict(geokr.data.dataset_options), **tiles, "data.root": str(data_root),
-            "data.batch_size": 8, "model.image_size": 32, "model.queue_size": 16, "trainer.max_steps": 1,
+            **zion_tiles(data_root, bands), "data.batch_size": 8, "model.image_size": 32, "model.queue_size": 16, "trainer.max_steps": 1,
             "trainer.progress_bar": False, "trainer.out_dir": str(tmp_path / out)})
         return pretrain(cfg)
 

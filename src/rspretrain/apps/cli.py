@@ -208,7 +208,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                               args.epochs, args.freeze_backbone, args.image_size, args.batch_size,
                               _csv(args.predict_raster or ""), data_root=args.data_root, precision=args.precision,
                               device=args.device, resume=args.resume, trainer=dict(args.trainer or {}),
-                              devices=args.devices, norm_eval=args.norm_eval)
+                              devices=args.devices, norm_eval=args.norm_eval, input_statistics=args.input_statistics)
         return 0
     run_evaluation(args.source, _csv(args.dataset or "eurosat,ucmerced"), _csv(args.protocol), out, args.data_root,
                    args.max_train_per_class, args.image_size, args.batch_size or 256, args.embedding_points,
@@ -492,6 +492,9 @@ def build_parser(benchmark_arguments: bool = True):
     p.add_argument("--freeze-backbone", action="store_true", help="dense tasks: train the decoder only")
     p.add_argument("--norm-eval", action="store_true",
                    help="dense tasks: fine-tune the backbone with its BatchNorm in eval mode (pretrained statistics)")
+    p.add_argument("--input-statistics", choices=("encoder", "train"), default=None,
+                   help="dense tasks: standardise inputs with the backbone's pretraining mean/std (encoder, default) "
+                        "or the task's training images' own (train: a backbone pretrained on other imagery)")
     p.add_argument("--predict-raster", default=None,
                    help="segmentation: comma list of GeoTIFFs to predict whole; change: BEFORE.tif,AFTER.tif")
     p.add_argument("--precision", default=None, help="dense tasks: Lightning precision of training (e.g. bf16-mixed)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,10 @@ from rspretrain.downstream.sources import random_init_spec
 from rspretrain.pretrain.run import load_method
 
 __all__ = ["judge_claims", "paired_difference", "score_backbone", "t_interval", "verdict"]
+
+
+#: a training split's band statistics (``target_statistics``), kept while the split lives
+_TARGET_STATISTICS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def score_backbone(name: str, ckpt: Path | None, splits: dict, out: Path, seed: int,
@@ -52,7 +57,9 @@ def score_backbone(name: str, ckpt: Path | None, splits: dict, out: Path, seed: 
     for dataset, (train_set, test_set) in splits.items():
         mean, std, bands = method.mean, method.std, method.band_names
         if target_statistics:  # the bands are still checked against the dataset's (by count and meaning)
-            mean, std = band_statistics(train_set)
+            if train_set not in _TARGET_STATISTICS:  # one dataset, many backbones: measured once
+                _TARGET_STATISTICS[train_set] = band_statistics(train_set)
+            mean, std = _TARGET_STATISTICS[train_set]
             check_bands(bands, getattr(train_set, "band_names", None), f"backbone {name!r} on {dataset}",
                         backbone.in_chans, len(mean))
         if ckpt is None:

@@ -6,6 +6,9 @@ preparation, for prepared raster tiles (so a streamed run normalises exactly as 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 
 from rspretrain.core.errors import DataError
@@ -36,4 +39,22 @@ def band_statistics(
         count += x.shape[0] * x.shape[2] * x.shape[3]
     mean = total / count
     std = (total_sq / count - mean.square()).clamp_min(0).sqrt().clamp_min(1e-6)
+    return mean.tolist(), std.tolist()
+
+
+def array_band_statistics(images: Sequence[np.ndarray], value_scale: float, where: str = "images"
+                          ) -> tuple[list[float], list[float]]:
+    """Per-band mean and std of in-memory ``(C, H, W)`` images of any sizes (a dense task's training images), their
+    values divided by ``value_scale``; every pixel counts once. Sums in float64, one image at a time."""
+    if not images:
+        raise DataError(f"{where}: no images to compute band statistics from")
+    total = total_sq = 0.0
+    count = 0
+    for image in images:
+        x = np.asarray(image, dtype=np.float64) / value_scale
+        total = total + x.sum(axis=(1, 2))
+        total_sq = total_sq + np.square(x).sum(axis=(1, 2))
+        count += x.shape[1] * x.shape[2]
+    mean = total / count
+    std = np.sqrt(np.clip(total_sq / count - np.square(mean), 0, None)).clip(min=1e-6)
     return mean.tolist(), std.tolist()

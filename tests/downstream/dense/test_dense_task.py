@@ -87,3 +87,25 @@ def test_lightning_trainer_arguments_reach_the_dense_trainer(data_root, tmp_path
     train_dense_task(ChangeDetectionTask(_spec(), train, schedule), None, callbacks=[probe],
                      lightning={"gradient_clip_val": 0.5})
     assert probe.clip == 0.5
+
+
+def test_input_statistics_of_the_training_images_standardise_a_backbone_from_other_imagery(data_root):
+    """``input_statistics="train"``: the model standardises with the task's training images' own statistics (both
+    dates of each LEVIR-CD pair), not the encoder's pretraining mean/std; an unknown value is refused."""
+    from rspretrain.core.errors import ConfigError
+    from rspretrain.data.band_statistics import array_band_statistics
+
+    train = load_change_data(data_root / "levir_cd_samples", scale=0.125)[0]
+    schedule = change_schedule(crop_size=32, batch_size=2, decoder_channels=8, progress=False,
+                               input_statistics="train")
+    task = ChangeDetectionTask(_spec(), train, schedule)
+    mean, std = array_band_statistics([*train.images_a, *train.images_b], 255.0)
+    assert task.mean == pytest.approx(mean) and task.std == pytest.approx(std)
+    assert not task.mean == pytest.approx((0.5,) * 3)
+    normalise = next(m for m in task.model.modules() if hasattr(m, "mean") and isinstance(m.mean, torch.Tensor))
+    torch.testing.assert_close(normalise.mean.flatten(), torch.tensor(mean, dtype=torch.float32) * 255)
+    facts = task.training_facts()
+    assert facts["input_statistics"] == "train" and facts["input_mean"] == pytest.approx(mean, abs=1e-6)
+    assert ChangeDetectionTask(_spec(), train, change_schedule(progress=False)).mean == (0.5,) * 3  # the encoder's
+    with pytest.raises(ConfigError, match="input_statistics must be one of encoder, train, got 'data'"):
+        change_schedule(input_statistics="data")

@@ -181,12 +181,16 @@ def test_cli_evaluate_segmentation_writes_metrics_picture_and_raster(data_root, 
     torch.manual_seed(0)
     code = main(["evaluate", "random:resnet18", "--task", "segmentation", "--data", str(tmp_path / "seg"),
                  "--epochs", "1", "--image-size", "32", "--batch-size", "4", "--freeze-backbone",
-                 "--predict-raster", str(raster), "--out", str(tmp_path / "out")])
+                 "--predict-raster", str(raster), "--input-statistics", "train", "--out", str(tmp_path / "out")])
     assert code == 0
     out = capsys.readouterr().out
     assert "| model | seg mIoU |" in out and "random-init" in out
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["meta"]["schedule"]["freeze_backbone"] is True and saved["meta"]["n_test"] == 1
+    # standardised with the training images' own statistics, not random:resnet18's 0.5 / 0.25
+    assert saved["meta"]["schedule"]["input_statistics"] == "train"
+    (result,) = saved["results"]
+    assert result["extra"]["input_statistics"] == "train" and all(m != 0.5 for m in result["extra"]["input_mean"])
     assert (tmp_path / "out" / "segmentation.png").is_file()
     with rasterio.open(tmp_path / "out" / "scene_segmentation.tif") as dst:
         assert (dst.height, dst.width) == (30, 40)

@@ -85,6 +85,10 @@ def test_interrupted_finetuning_resumes_to_the_uninterrupted_result(tmp_path):
     assert resumed["resumed_from"].endswith("last.ckpt") and resumed["steps"] == 10
     assert resumed["overall_accuracy"] == whole["overall_accuracy"]
     assert resumed["confusion_matrix"] == whole["confusion_matrix"]
+    predictions = json.loads((tmp_path / "whole" / "predictions.json").read_text())
+    correct = [y == p for y, p in zip(predictions["label"], predictions["prediction"])]
+    assert len(correct) == whole["n_test"] == 20 and sum(correct) / len(correct) == whole["overall_accuracy"]
+    assert predictions == json.loads((tmp_path / "killed" / "predictions.json").read_text())
     a = load_file(tmp_path / "whole" / "backbone.safetensors")
     b = load_file(tmp_path / "killed" / "backbone.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)

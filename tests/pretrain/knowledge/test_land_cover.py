@@ -11,11 +11,11 @@ from rspretrain.core.rng_state import seed_step
 from rspretrain.pretrain import methods
 from rspretrain.pretrain.config import load_config
 from rspretrain.pretrain.knowledge import parse_terms
+from tests.conftest import ZION_RGB
 
 ZION_TILES = {**methods.get_method("geokr").smoke_overrides}
 ZION_TILES.pop("model.backbone")
 ZION_TILES.pop("model.teacher_intervals")
-ZION_RGB = "landcover:" + ",".join(f"zion_landsat8_nlcd2011/landsat8_LC80380342015230_{b}.tif" for b in ("b4", "b3", "b2"))
 
 
 def _zion(base_config: str, data_root, tmp_path, **more):

@@ -12,6 +12,7 @@ from rspretrain.core.rng_state import seed_step
 from rspretrain.pretrain.config import load_config
 from rspretrain.pretrain.methods import get_method
 from rspretrain.pretrain.run import build
+from tests.conftest import zion_tiles
 
 CONFIGS = {"moco": "moco_resnet18_eurosat", "cmid": "cmid_resnet18_eurosat"}
 TERM = {"model.knowledge": [{"natural_images": {"weight": 1.0, "dataset": "cifar10"}}]}
@@ -26,13 +27,8 @@ def _config(base: str, data_root, term: bool, **more):
 
 def _zion_config(data_root, term: bool):
     """The study's zion group: MoCo on 16 real RGB Zion tiles of 32 px (land-cover proportions in every batch)."""
-    geokr = load_config("geokr_resnet18_zion")
-    tiles = {k: v for k, v in get_method("geokr").smoke_overrides.items() if k.startswith("data.")}
-    overrides = {"data.dataset": "landcover:" + ",".join(f"zion_landsat8_nlcd2011/landsat8_LC80380342015230_{b}.tif"
-                                                         for b in ("b4", "b3", "b2")),
-                 "data.dataset_options": dict(geokr.data.dataset_options), "data.root": str(data_root),
-                 "data.batch_size": 8, "model.image_size": 32, "model.queue_size": 16, "trainer.progress_bar": False,
-                 "seed": 3, **tiles}
+    overrides = {**zion_tiles(data_root), "data.batch_size": 8, "model.image_size": 32, "model.queue_size": 16,
+                 "trainer.progress_bar": False, "seed": 3}
     return load_config("moco_resnet18_eurosat", {**overrides, **(LAND_COVER if term else {})})
 
 

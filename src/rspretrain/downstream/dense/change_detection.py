@@ -186,7 +186,7 @@ def evaluate_change_detection(
                     predict_raster(
                         predictor, [before, after], target, crop, overlap, 1,
                         to_labels=lambda s: (s[0] > THRESHOLD).to(torch.uint8),
-                        fill_values=[m * value_scale for m in spec.mean], batch_size=schedule.batch_size,
+                        fill_values=[m * value_scale for m in task.mean], batch_size=schedule.batch_size,
                         progress=schedule.progress, tags={"classes": "no change,change", "model": spec.name},
                     )
                     results[-1].extra.setdefault("predicted_rasters", []).append(str(target))

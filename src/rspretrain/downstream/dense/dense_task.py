@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from rspretrain.core.rng_state import StepSeededRNG
+from rspretrain.data.band_statistics import array_band_statistics
 from rspretrain.data.step_batches import StepBatches
 from rspretrain.downstream.dense.schedule import (
     DenseSchedule,
@@ -66,7 +67,12 @@ class DenseTask(BackboneModule):
         self.train_data = train
         self.crop_size = crop_size_for(spec, schedule.crop_size)
         self.image_size = int(spec.image_size)
-        self.set_inputs(len(spec.mean), spec.band_names, spec.mean, spec.std, value_scale_for(spec, train.value_scale))
+        value_scale = value_scale_for(spec, train.value_scale)
+        mean, std = spec.mean, spec.std
+        if schedule.input_statistics == "train":
+            where = f"{getattr(train, 'root', 'dense dataset')} (training split)"
+            mean, std = array_band_statistics(training_images(train), value_scale, where)
+        self.set_inputs(len(spec.mean), spec.band_names, mean, std, value_scale)
         torch.manual_seed(schedule.seed)  # the same head initialisation for every encoder of a comparison
         pyramid = encoder_pyramid(spec, schedule.freeze_backbone, schedule.norm_eval)
         self.model = self.build_model(pyramid)
@@ -134,7 +140,16 @@ class DenseTask(BackboneModule):
     def training_facts(self) -> dict[str, Any]:
         """What a result records about training (besides the steps and time :func:`train_dense_task` adds)."""
         return {"loss_per_epoch": list(self.loss_per_epoch), "crop_size": self.crop_size,
-                "value_scale": self.value_scale, "pyramid": self.pyramid_facts, "steps_per_epoch": self.steps_per_epoch}
+                "value_scale": self.value_scale, "pyramid": self.pyramid_facts, "steps_per_epoch": self.steps_per_epoch,
+                "input_mean": [round(m, 6) for m in self.mean], "input_std": [round(v, 6) for v in self.std],
+                "input_statistics": self.schedule.input_statistics}
+
+
+def training_images(train: Any) -> list[np.ndarray]:
+    """A dense dataset's training images, ``(C, H, W)`` arrays (a change pair gives both of its dates)."""
+    if hasattr(train, "images_a"):
+        return [*train.images_a, *train.images_b]
+    return list(train.images)
 
 
 def train_dense_task(

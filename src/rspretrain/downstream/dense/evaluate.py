@@ -103,6 +103,7 @@ def evaluate_dense_source(
     trainer: dict | None = None,
     devices: int | None = None,
     norm_eval: bool = False,
+    input_statistics: str | None = None,
 ) -> list[Result]:
     """What ``rspretrain evaluate SOURCE --task TASK`` does: build the encoders, run the task, print the table.
 
@@ -121,7 +122,7 @@ def evaluate_dense_source(
 
     schedule = default_schedule(task, epochs=epochs, freeze_backbone=freeze_backbone or None, crop_size=crop_size,
                                 batch_size=batch_size, precision=precision, device=device, devices=devices,
-                                norm_eval=norm_eval or None)
+                                norm_eval=norm_eval or None, input_statistics=input_statistics)
     specs = encoder_specs(source, with_random_init=with_random_init)
     results = run_dense_task(task, specs, data, out_dir, schedule, predict_rasters, resume, trainer)
     if not results:  # a DDP rank other than 0: it trained, rank 0 scores and reports

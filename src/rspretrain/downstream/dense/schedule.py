@@ -52,6 +52,10 @@ __all__ = [
 logger = logging.getLogger("rspretrain")
 
 
+#: what standardises a dense task's inputs (:attr:`DenseSchedule.input_statistics`)
+INPUT_STATISTICS = ("encoder", "train")
+
+
 @dataclass
 class DenseSchedule:
     """One training schedule for a dense task, identical for every backbone of a comparison.
@@ -68,6 +72,9 @@ class DenseSchedule:
         freeze_backbone: train the decoder only, on frozen backbone features (BatchNorm statistics fixed).
         norm_eval: fine-tune the backbone with its BatchNorm layers in eval mode (pretrained running statistics; see
             :class:`~rspretrain.nn.decoders.FeaturePyramid`).
+        input_statistics: what standardises the inputs: ``encoder`` (the mean/std the backbone was pretrained with)
+            or ``train`` (the task's training images' own per-band statistics: for a backbone pretrained on other
+            imagery, e.g. Landsat reflectance fine-tuned on RGB aerial photographs).
         decoder_channels: width of the UPerNet decoder / FPN.
         overlap: sliding-window overlap in pixels at test time (None: a quarter of the window).
         seed: seed of crops, augmentation and head initialisation.
@@ -89,6 +96,7 @@ class DenseSchedule:
     warmup_fraction: float = 0.05
     freeze_backbone: bool = False
     norm_eval: bool = False
+    input_statistics: str = "encoder"
     decoder_channels: int = 64
     overlap: int | None = None
     seed: int = 0
@@ -109,6 +117,9 @@ class DenseSchedule:
                               f"{self.backbone_lr}, {self.weight_decay})")
         if not 0 <= self.warmup_fraction < 1:
             raise ConfigError(f"warmup_fraction must lie in [0, 1), got {self.warmup_fraction}")
+        if self.input_statistics not in INPUT_STATISTICS:
+            raise ConfigError(f"input_statistics must be one of {', '.join(INPUT_STATISTICS)}, got "
+                              f"{self.input_statistics!r}")
         if self.overlap is not None and not 0 <= self.overlap < self.crop_size:
             raise ConfigError(f"overlap must lie in [0, crop_size), got {self.overlap}")
         from rspretrain.training.fast_step import check_precision

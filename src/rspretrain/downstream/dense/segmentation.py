@@ -180,7 +180,7 @@ def evaluate_segmentation(
                     target = out / f"{Path(raster).stem}_segmentation.tif"
                     predict_raster(
                         predictor, [raster], target, crop, overlap, train.num_classes,
-                        to_labels=lambda s: s.argmax(0), fill_values=[m * value_scale for m in spec.mean],
+                        to_labels=lambda s: s.argmax(0), fill_values=[m * value_scale for m in task.mean],
                         batch_size=schedule.batch_size, progress=schedule.progress,
                         tags={"classes": ",".join(train.classes), "model": spec.name},
                     )

@@ -26,7 +26,8 @@ Optimiser (our default, :data:`rspretrain.downstream.finetune.scene_classificati
 weight decay 5e-4 (not on norms and biases), 20 warm-up steps then cosine to 0 over the run, batch 32.
 
 Outputs in ``out_dir``: the one report (``metrics.json``: the result record with scores, timings and settings, and
-provenance; ``results.md``; ``scores.png``), ``confusion_matrix.png``,
+provenance; ``results.md``; ``scores.png``), ``confusion_matrix.png``, ``predictions.json`` (each test image's
+label and predicted class index, in the test split's order: paired comparisons bootstrap over them),
 ``model.safetensors`` (+ ``.json``: the inference network, reload with
 :func:`rspretrain.pretrain.export.load_scene_classifier`), ``backbone.safetensors`` (+ ``.json``: the fine-tuned backbone as a
 plain timm model, :func:`rspretrain.pretrain.export.load_backbone`), ``logs/metrics.csv``.
@@ -212,6 +213,7 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None, cal
     import lightning as L
 
     from rspretrain.core import provenance
+    from rspretrain.core.json_io import write_json
     from rspretrain.core.rng_state import StepSeededRNG
     from rspretrain.data.band_statistics import band_statistics
     from rspretrain.downstream.finetune import get_task
@@ -282,7 +284,10 @@ def run_finetune(cfg: FinetuneConfig, splits: tuple[Any, Any] | None = None, cal
     start = time.perf_counter()
     logits, labels = task.predict_logits(test, progress=cfg.progress)
     test_seconds = time.perf_counter() - start
-    scores = classification_scores(labels.numpy(), logits.argmax(1).numpy(), list(train.classes), seed=cfg.seed)
+    predicted = logits.argmax(1).numpy()
+    scores = classification_scores(labels.numpy(), predicted, list(train.classes), seed=cfg.seed)
+    write_json(out / "predictions.json", {"classes": list(train.classes), "label": labels.tolist(),
+                                          "prediction": predicted.tolist()})
 
     result = Result(
         model=init_label(cfg.init), task=cfg.method, dataset=cfg.dataset,
