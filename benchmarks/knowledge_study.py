@@ -599,8 +599,8 @@ def format_report(payload: dict[str, Any]) -> str:
             lines.append(f"| {r['comparison']} | {r['task']} ({r['metric']}) | {', '.join(map(str, r['a_scores']))} | "
                          f"{', '.join(map(str, r['b_scores']))} | {r['difference']:+.2f}{ci} |")
     if payload.get("finetune_rows"):
-        lines += ["", f"SSKDNet vs plain fine-tuning ({payload['finetune_epochs']} epochs, ResNet-18 at 64 px, batch 32; "
-                  "test accuracy of the fine-tuned network): b - a in points, 95 % bootstrap CI over seeds and test "
+        lines += ["", f"SSKDNet vs plain fine-tuning ({payload['finetune_epochs']} epochs, ResNet-18 at 64 px, "
+                  "batch 32; test accuracy of the fine-tuned network): b - a in points, 95 % bootstrap CI over seeds and test "
                   "images", "", "| comparison | dataset (train / test) | finetune per seed | sskdnet per seed | "
                   "b - a [95 % CI] | verdict | seeds |", "|---|---|---|---|---|---|---|"]
         for r in payload["finetune_rows"]:

@@ -85,7 +85,8 @@ def test_target_statistics_standardise_each_dataset_with_its_own_bands(tmp_path,
 
     def checkpoint(bands, out):
         cfg = load_config("moco_resnet18_eurosat", {
-            **zion_tiles(data_root, bands), "data.batch_size": 8, "model.image_size": 32, "model.queue_size": 16, "trainer.max_steps": 1,
+            **zion_tiles(data_root, bands), "data.batch_size": 8, "model.image_size": 32, "model.queue_size": 16,
+            "trainer.max_steps": 1,
             "trainer.progress_bar": False, "trainer.out_dir": str(tmp_path / out)})
         return pretrain(cfg)
 
