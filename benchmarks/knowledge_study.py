@@ -24,8 +24,9 @@ continues by running the same command again.
      backbones have seen Landsat reflectance, so they (and the group's random init) are scored with each target
      dataset's own band statistics (``target_statistics``), as ``benchmarks/geokr_zion.py --rgb-transfer``, and
      in the dense stage with each task's training images' statistics (``input_statistics="train"``); then the
-     term's weight sweep (``WEIGHT_SWEEP``: ``zion:moco+land_cover*0.1`` and ``*0.3``, equal steps; every weight is
-     reported, none is picked on the test sets);
+     term's weight sweep (``WEIGHT_SWEEP``: ``zion:moco+land_cover*0.1``, ``*0.3`` and the control ``*0.0``, the
+     term's forward without its loss; equal steps; every weight is reported, none is picked on the test sets). The
+     control gives the comparison that holds the term's forward fixed and changes only its loss (x1 - x0);
    - ablations of CMID (``--ablations``, last): ``cmid-no_mim`` (``mim_weight 0``) and ``cmid-no_local``
      (``local_weight 0``).
 
@@ -53,8 +54,9 @@ itself (its method, not the term on a base) against random init on the held-out 
 ``benchmarks/geokr_zion.py``.
 
 Usage (resumable; on 2 cores the tuning and the main arms' classification scores take about 2 hours, the Zion group
-about 20 minutes (a run of 400 steps 2-4 minutes), the CMID ablations about 50 minutes (8 per run), and the dense
-scores of the default comparisons (15 backbones) 41 minutes, measured beside a CI run)::
+about 20 minutes (a run of 400 steps 2-4 minutes) and its weight sweep about 60 (9 runs), the CMID ablations about
+50 minutes (8 per run), SSKDNet vs fine-tuning 9 minutes per init (12 runs), and the dense scores of the default
+comparisons (15 backbones) 41 minutes, measured beside a CI run)::
 
     python benchmarks/knowledge_study.py --out runs/knowledge_study --json benchmarks/results/knowledge_study_cpu.json
     python benchmarks/knowledge_study.py --out runs/knowledge_study --report-only   # the table from what is done
@@ -165,6 +167,10 @@ def comparisons(bases: list[str], ablations: bool, groups: Sequence[str] = ()) -
             label = f"{term} x{weight}" if weight else f"{term}'s forward without its loss (x0)"
             out.append(Comparison(f"{label} on {base} ({group} tiles), equal steps", f"{group}:{base}",
                                   f"{group}:{base}+{term}*{weight}", f"{claim}, at weight {weight}" if weight else ""))
+        if 0.0 in WEIGHT_SWEEP.get(group, ()):  # the term's loss alone: both arms run its forward
+            out.append(Comparison(f"{term}'s loss with its forward held (x1 - x0) on {base} ({group} tiles)",
+                                  f"{group}:{base}+{term}*0.0", f"{group}:{base}+{term}",
+                                  f"{claim}, its forward held fixed (loss weight 1 vs 0)"))
     for base in bases:
         out.append(Comparison(f"{base} - random init", "random-init", base, f"{base} beats random init"))
     for group in groups:
@@ -528,7 +534,7 @@ class Study:
         rows = []
         for comparison in comparisons(bases, self.args.ablations, self.groups):
             if self.args.dense_comparisons == "equal-steps" and (
-                    EQUAL_TIME in comparison.b or "*" in comparison.b or comparison.a in ABLATIONS):
+                    EQUAL_TIME in comparison.b or "*" in comparison.a + comparison.b or comparison.a in ABLATIONS):
                 continue
             seeds = self.paired_seeds(comparison)
             for seed in seeds:
@@ -636,12 +642,16 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     left.set_yticks(y, [f"{r['comparison']} | {r['dataset']} {r['protocol']}" for r in rows], fontsize=7)
     left.invert_yaxis()
     left.set_xlabel("accuracy difference b - a (points, 95 % CI over seeds and test images)")
-    arms = list(dict.fromkeys(a["arm"] for a in payload["arms"]))
+    # the costs that set the equal-time arms (each pair's base, term and equal-time arm); the other arms' clocks
+    # (ablations, the weight sweep) may have run beside other work and are in the JSON only
+    timed = {a["arm"] for a in payload["arms"] if a["arm"].endswith(EQUAL_TIME)}
+    timed |= {t.removesuffix(EQUAL_TIME) for t in timed} | {t.partition("+")[0] for t in timed}
+    arms = [a for a in dict.fromkeys(a["arm"] for a in payload["arms"]) if a in timed]
     cost = [np.mean([a["cpu_s_per_step"] for a in payload["arms"] if a["arm"] == arm and a["cpu_s_per_step"]] or [0])
             for arm in arms]
     right.barh(arms, cost, color="tab:blue")
     right.invert_yaxis()
-    right.set_xlabel("training CPU s / step")
+    right.set_xlabel("training CPU s/step\n(equal-time pairs)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
