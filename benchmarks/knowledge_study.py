@@ -55,8 +55,9 @@ itself (its method, not the term on a base) against random init on the held-out 
 
 Usage (resumable; on 2 cores the tuning and the main arms' classification scores take about 2 hours, the Zion group
 about 20 minutes (a run of 400 steps 2-4 minutes) and its weight sweep about 60 (9 runs), the CMID ablations about
-50 minutes (8 per run), SSKDNet vs fine-tuning 9 minutes per init (12 runs), and the dense scores of the default
-comparisons (15 backbones) 41 minutes, measured beside a CI run)::
+50 minutes (8 per run), SSKDNet vs fine-tuning 7 minutes per init (12 runs), the Zion group's dense rows 5 minutes
+(18 runs), and the dense scores of the default main comparisons (15 backbones) 41 minutes, measured beside a CI
+run)::
 
     python benchmarks/knowledge_study.py --out runs/knowledge_study --json benchmarks/results/knowledge_study_cpu.json
     python benchmarks/knowledge_study.py --out runs/knowledge_study --report-only   # the table from what is done
