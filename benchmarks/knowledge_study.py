@@ -415,7 +415,6 @@ class Study:
         ``sskdnet``), started from ``init`` (``random`` or the base arm ``init``'s backbone at ``seed``); the seed
         fixes the head, data order and augmentation draws, so the two methods are paired. Resumes an interrupted run;
         None when not run (``--report-only``) or the init's backbone is not trained."""
-
         folder = self.out / "finetune" / f"{method}_{init}_{dataset}_s{seed}"
         path = folder / "predictions.json"
         if not (folder / "metrics.json").is_file():
@@ -607,8 +606,8 @@ def format_report(payload: dict[str, Any]) -> str:
                          f"{', '.join(map(str, r['b_scores']))} | {r['difference']:+.2f}{ci} |")
     if payload.get("finetune_rows"):
         lines += ["", f"SSKDNet vs plain fine-tuning ({payload['finetune_epochs']} epochs, ResNet-18 at 64 px, "
-                  "batch 32; test accuracy of the fine-tuned network): b - a in points, 95 % bootstrap CI over seeds and test "
-                  "images", "", "| comparison | dataset (train / test) | finetune per seed | sskdnet per seed | "
+                  "batch 32; test accuracy of the fine-tuned network): b - a in points, 95 % bootstrap CI over seeds "
+                  "and test images", "", "| comparison | dataset (train / test) | finetune per seed | sskdnet per seed | "
                   "b - a [95 % CI] | verdict | seeds |", "|---|---|---|---|---|---|---|"]
         for r in payload["finetune_rows"]:
             lines.append(f"| {r['comparison']} | {r['dataset']} ({r['n_train']} / {r['n_test']}) | "

@@ -85,6 +85,9 @@ class ChangeDetectionTask(DenseTask):
         self.items = list(zip(train.images_a, train.images_b, train.masks))
         return SiameseChangeDetector(pyramid, self.mean, self.std, self.value_scale, self.schedule.decoder_channels)
 
+    def training_images(self, train: ChangeDetectionFolder) -> list[np.ndarray]:
+        return [*train.images_a, *train.images_b]  # both dates of every pair
+
     def draw(self, rng: np.random.Generator) -> list[torch.Tensor]:
         return random_crop_batch(self.items, self.crop_size, self.schedule.batch_size, rng, (0, 0, 0))
 

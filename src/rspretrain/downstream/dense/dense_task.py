@@ -70,8 +70,8 @@ class DenseTask(BackboneModule):
         value_scale = value_scale_for(spec, train.value_scale)
         mean, std = spec.mean, spec.std
         if schedule.input_statistics == "train":
-            where = f"{getattr(train, 'root', 'dense dataset')} (training split)"
-            mean, std = array_band_statistics(training_images(train), value_scale, where)
+            where = f"{getattr(train, 'root', None) or getattr(train, 'path', 'dense dataset')} (training split)"
+            mean, std = array_band_statistics(self.training_images(train), value_scale, where)
         self.set_inputs(len(spec.mean), spec.band_names, mean, std, value_scale)
         torch.manual_seed(schedule.seed)  # the same head initialisation for every encoder of a comparison
         pyramid = encoder_pyramid(spec, schedule.freeze_backbone, schedule.norm_eval)
@@ -137,6 +137,10 @@ class DenseTask(BackboneModule):
     def input_size(self) -> int:
         return self.crop_size
 
+    def training_images(self, train: Any) -> list[np.ndarray]:
+        """The task's training images, ``(C, H, W)`` arrays (``input_statistics="train"`` measures them)."""
+        return list(train.images)
+
     def training_facts(self) -> dict[str, Any]:
         """What a result records about training (besides the steps and time :func:`train_dense_task` adds)."""
         return {"loss_per_epoch": list(self.loss_per_epoch), "crop_size": self.crop_size,
@@ -144,12 +148,6 @@ class DenseTask(BackboneModule):
                 "input_mean": [round(m, 6) for m in self.mean], "input_std": [round(v, 6) for v in self.std],
                 "input_statistics": self.schedule.input_statistics}
 
-
-def training_images(train: Any) -> list[np.ndarray]:
-    """A dense dataset's training images, ``(C, H, W)`` arrays (a change pair gives both of its dates)."""
-    if hasattr(train, "images_a"):
-        return [*train.images_a, *train.images_b]
-    return list(train.images)
 
 
 def train_dense_task(
